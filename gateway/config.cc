@@ -1,0 +1,369 @@
+#include "gateway/config.h"
+
+#include <toml++/toml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace gateway {
+namespace {
+
+using services::Result;
+using services::Status;
+
+std::string Quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out + "\"";
+}
+
+// Reads the keys of one TOML table, remembering which it consumed so that Finish() can reject
+// the rest by name and line. Every error starts with "file:line:" and names the key.
+class TableReader {
+ public:
+  TableReader(const toml::table* table, std::string section, const std::string& file,
+              const EnvLookup& env)
+      : table_(table), section_(std::move(section)), file_(file), env_(env) {}
+
+  Status Str(std::string_view key, std::string* out) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_string()) return Error(n, key, "must be a string");
+    Result<std::string> expanded = ExpandEnv(n->as_string()->get(), env_);
+    if (!expanded.ok()) return Error(n, key, expanded.status().message());
+    *out = std::move(*expanded);
+    return Status::Ok();
+  }
+
+  Status OneOf(std::string_view key, std::string* out, std::initializer_list<const char*> allowed) {
+    std::string value = *out;
+    GW_RETURN_IF_ERROR(Str(key, &value));
+    std::string list;
+    for (const char* a : allowed) {
+      if (value == a) {
+        *out = value;
+        return Status::Ok();
+      }
+      list += list.empty() ? "" : ", ";
+      list += a;
+    }
+    return Error(Get(key), key, "is \"" + value + "\"; use one of " + list);
+  }
+
+  Status Int(std::string_view key, int64_t* out, int64_t min, int64_t max) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_integer()) return Error(n, key, "must be an integer");
+    int64_t v = n->as_integer()->get();
+    if (v < min || v > max) {
+      return Error(n, key, "is " + std::to_string(v) + ", outside " + std::to_string(min) + ".." +
+                               std::to_string(max));
+    }
+    *out = v;
+    return Status::Ok();
+  }
+
+  // A byte size: an integer number of bytes or a string such as "128MiB".
+  Status Size(std::string_view key, int64_t* out) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    if (n->is_integer()) {
+      if (n->as_integer()->get() < 0) return Error(n, key, "must not be negative");
+      *out = n->as_integer()->get();
+      return Status::Ok();
+    }
+    std::string text;
+    GW_RETURN_IF_ERROR(Str(key, &text));
+    Result<int64_t> v = ParseSize(text);
+    if (!v.ok()) return Error(n, key, v.status().message());
+    *out = *v;
+    return Status::Ok();
+  }
+
+  Status Duration(std::string_view key, int64_t* out_ms) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    std::string text;
+    if (!n->is_string()) return Error(n, key, "must be a duration string such as \"1s\" or \"6h\"");
+    GW_RETURN_IF_ERROR(Str(key, &text));
+    Result<int64_t> v = ParseDurationMs(text);
+    if (!v.ok()) return Error(n, key, v.status().message());
+    *out_ms = *v;
+    return Status::Ok();
+  }
+
+  Status Mode(std::string_view key, uint32_t* out) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_string()) {
+      return Error(n, key, "must be a string of octal digits such as \"0660\" (TOML integers "
+                           "are decimal)");
+    }
+    Result<uint32_t> v = ParseFileMode(n->as_string()->get());
+    if (!v.ok()) return Error(n, key, v.status().message());
+    *out = *v;
+    return Status::Ok();
+  }
+
+  Status StrList(std::string_view key, std::vector<std::string>* out) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) return Error(n, key, "must be an array of strings");
+    out->clear();
+    for (const toml::node& item : *arr) {
+      if (!item.is_string()) return Error(&item, key, "must contain only strings");
+      Result<std::string> expanded = ExpandEnv(item.as_string()->get(), env_);
+      if (!expanded.ok()) return Error(&item, key, expanded.status().message());
+      out->push_back(std::move(*expanded));
+    }
+    return Status::Ok();
+  }
+
+  // A path, made absolute against `base` when relative.
+  Status Path(std::string_view key, std::string* out, const std::string& base) {
+    std::string value;
+    GW_RETURN_IF_ERROR(Str(key, &value));
+    if (value.empty()) {
+      if (Get(key) != nullptr) return Error(Get(key), key, "must not be empty");
+      return Status::Ok();
+    }
+    *out = Absolute(value, base);
+    return Status::Ok();
+  }
+
+  // A nested table, or nullptr when absent. Fails when the key holds something else.
+  Result<const toml::table*> Table(std::string_view key) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return static_cast<const toml::table*>(nullptr);
+    if (!n->is_table()) return Error(n, key, "must be a table ([" + Join(key) + "])");
+    return n->as_table();
+  }
+
+  // Rejects every key not read by the calls above.
+  Status Finish() const {
+    if (table_ == nullptr) return Status::Ok();
+    for (auto&& [k, v] : *table_) {
+      if (used_.count(std::string(k.str())) > 0) continue;
+      return Status::InvalidArgument(Where(k.source().begin.line) + "unknown key \"" +
+                                     Join(k.str()) + "\"; check the spelling against " +
+                                     "docs/configuration.md");
+    }
+    return Status::Ok();
+  }
+
+  Status Error(const toml::node* n, std::string_view key, const std::string& what) const {
+    return Status::InvalidArgument(Where(n != nullptr ? n->source().begin.line : 0) + Join(key) +
+                                   " " + what);
+  }
+
+  static std::string Absolute(const std::string& value, const std::string& base) {
+    std::filesystem::path p(value);
+    if (p.is_relative()) p = std::filesystem::path(base) / p;
+    return p.lexically_normal().string();
+  }
+
+ private:
+  const toml::node* Get(std::string_view key) {
+    used_.insert(std::string(key));
+    return table_ == nullptr ? nullptr : table_->get(key);
+  }
+  std::string Join(std::string_view key) const {
+    return section_.empty() ? std::string(key) : section_ + "." + std::string(key);
+  }
+  std::string Where(uint32_t line) const {
+    return file_ + (line > 0 ? ":" + std::to_string(line) : std::string()) + ": ";
+  }
+
+  const toml::table* table_;
+  std::string section_;
+  const std::string& file_;
+  const EnvLookup& env_;
+  std::set<std::string> used_;
+};
+
+Status ReadServer(TableReader& r, const std::string& dir, ServerConfig* s) {
+  GW_RETURN_IF_ERROR(r.Path("socket", &s->socket, dir));
+  GW_RETURN_IF_ERROR(r.Mode("socket_mode", &s->socket_mode));
+  GW_RETURN_IF_ERROR(r.Int("max_connections", &s->max_connections, 1, 1'000'000));
+  GW_RETURN_IF_ERROR(r.Size("max_frame_size", &s->max_frame_size));
+  GW_RETURN_IF_ERROR(r.Size("max_pending_reply_size", &s->max_pending_reply_size));
+  GW_RETURN_IF_ERROR(r.Duration("shutdown_timeout", &s->shutdown_timeout_ms));
+  GW_RETURN_IF_ERROR(r.OneOf("log_level", &s->log_level, {"debug", "info", "warn", "error"}));
+  GW_RETURN_IF_ERROR(r.OneOf("log_format", &s->log_format, {"logfmt", "json"}));
+  if (s->max_frame_size < 1024 || s->max_frame_size > (1ll << 31) - 1) {
+    return r.Error(nullptr, "max_frame_size", "must be between 1KiB and 2GiB-1");
+  }
+  if (s->max_pending_reply_size < 64 * 1024) {
+    return r.Error(nullptr, "max_pending_reply_size", "must be at least 64KiB");
+  }
+  return r.Finish();
+}
+
+Status ReadSqlite(TableReader& r, services::SqliteTuning* t) {
+  GW_RETURN_IF_ERROR(r.Int("busy_timeout_ms", &t->busy_timeout_ms, 0, 3'600'000));
+  std::string sync = "NORMAL";
+  GW_RETURN_IF_ERROR(r.OneOf("synchronous", &sync, {"OFF", "NORMAL", "FULL", "EXTRA"}));
+  t->synchronous = sync == "OFF"      ? services::Synchronous::kOff
+                   : sync == "FULL"   ? services::Synchronous::kFull
+                   : sync == "EXTRA"  ? services::Synchronous::kExtra
+                                      : services::Synchronous::kNormal;
+  GW_RETURN_IF_ERROR(r.Size("mmap_size", &t->mmap_size));
+  GW_RETURN_IF_ERROR(r.Size("journal_size_limit", &t->journal_size_limit));
+  int64_t cache_bytes = t->cache_size_kib * 1024;
+  GW_RETURN_IF_ERROR(r.Size("cache_size", &cache_bytes));
+  t->cache_size_kib = cache_bytes / 1024;
+  return r.Finish();
+}
+
+Status ReadDatabases(TableReader& r, Config* c, const std::string& file, const EnvLookup& env) {
+  struct Entry {
+    const char* name;
+    DatabaseConfig* db;
+    const char* default_path;
+  } entries[] = {{"main", &c->main, "db/app.sqlite3"},
+                 {"cache", &c->cache, "db/cache.sqlite3"},
+                 {"queue", &c->queue, "db/queue.sqlite3"}};
+  for (const Entry& e : entries) {
+    e.db->path = TableReader::Absolute(e.default_path, c->dir);
+    Result<const toml::table*> t = r.Table(e.name);
+    if (!t.ok()) return t.status();
+    TableReader sub(*t, std::string("databases.") + e.name, file, env);
+    GW_RETURN_IF_ERROR(sub.Path("path", &e.db->path, c->dir));
+    if (std::string_view(e.name) == "cache") GW_RETURN_IF_ERROR(sub.Size("max_size", &e.db->max_size));
+    GW_RETURN_IF_ERROR(sub.Finish());
+  }
+  return r.Finish();
+}
+
+Status ReadReplica(TableReader& r, const std::string& dir, ReplicaConfig* p) {
+  GW_RETURN_IF_ERROR(r.Str("url", &p->url));
+  GW_RETURN_IF_ERROR(r.Str("endpoint", &p->endpoint));
+  GW_RETURN_IF_ERROR(r.Str("region", &p->region));
+  GW_RETURN_IF_ERROR(r.Str("access_key_id", &p->access_key_id));
+  GW_RETURN_IF_ERROR(r.Str("secret_access_key", &p->secret_access_key));
+  GW_RETURN_IF_ERROR(r.Duration("sync_interval", &p->sync_interval_ms));
+  if (p->sync_interval_ms < 10) return r.Error(nullptr, "sync_interval", "must be at least 10ms");
+  if (p->url.rfind("file://", 0) == 0) {
+    std::string rest = p->url.substr(7);
+    if (rest.empty()) return r.Error(nullptr, "url", "names no folder; write file:///abs/path");
+    p->file_path = TableReader::Absolute(rest, dir);
+  } else if (p->url.rfind("s3://", 0) == 0) {
+    std::string bucket = p->url.substr(5, p->url.find('/', 5) - 5);
+    if (bucket.empty()) return r.Error(nullptr, "url", "names no bucket; write s3://bucket/prefix");
+  } else if (!p->url.empty()) {
+    return r.Error(nullptr, "url", "\"" + p->url + "\" must start with file:// or s3://");
+  }
+  if (!p->endpoint.empty() && p->endpoint.rfind("http://", 0) != 0 &&
+      p->endpoint.rfind("https://", 0) != 0) {
+    return r.Error(nullptr, "endpoint", "must start with http:// or https://");
+  }
+  return r.Finish();
+}
+
+Status ReadRoot(const toml::table& root, Config* c, const EnvLookup& env) {
+  TableReader top(&root, "", c->file, env);
+  struct Section {
+    const char* name;
+    std::function<Status(TableReader&)> read;
+  } sections[] = {
+      {"server", [&](TableReader& r) { return ReadServer(r, c->dir, &c->server); }},
+      {"sqlite", [&](TableReader& r) { return ReadSqlite(r, &c->sqlite); }},
+      {"databases", [&](TableReader& r) { return ReadDatabases(r, c, c->file, env); }},
+      {"replica", [&](TableReader& r) { return ReadReplica(r, c->dir, &c->replica); }},
+      {"restore",
+       [&](TableReader& r) {
+         GW_RETURN_IF_ERROR(r.OneOf("on_boot", &c->restore.on_boot, {"if-missing", "never"}));
+         return r.Finish();
+       }},
+      {"exec",
+       [&](TableReader& r) {
+         GW_RETURN_IF_ERROR(r.StrList("command", &c->exec.command));
+         return r.Finish();
+       }},
+  };
+  for (const Section& s : sections) {
+    Result<const toml::table*> t = top.Table(s.name);
+    if (!t.ok()) return t.status();
+    TableReader reader(*t, s.name, c->file, env);
+    GW_RETURN_IF_ERROR(s.read(reader));
+  }
+  return top.Finish();
+}
+
+}  // namespace
+
+Result<Config> ParseConfig(std::string_view toml_text, const std::string& path,
+                           const EnvLookup& env) {
+  Config c;
+  c.file = std::filesystem::absolute(path).lexically_normal().string();
+  c.dir = std::filesystem::path(c.file).parent_path().string();
+  c.server.socket = TableReader::Absolute("run/gateway.sock", c.dir);
+  toml::table root;
+  try {
+    root = toml::parse(toml_text, c.file);
+  } catch (const toml::parse_error& e) {
+    return Status::InvalidArgument(c.file + ":" + std::to_string(e.source().begin.line) +
+                                   ": not valid TOML: " + std::string(e.description()));
+  }
+  GW_RETURN_IF_ERROR(ReadRoot(root, &c, env));
+  return c;
+}
+
+Result<Config> LoadConfig(const std::string& path, const EnvLookup& env) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return Status::NotFound("cannot read config file " + path +
+                            ": it does not exist or is not readable; pass --config PATH");
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseConfig(text.str(), path, env);
+}
+
+std::string FormatConfig(const Config& c) {
+  auto secret = [](const std::string& s) { return s.empty() ? std::string() : "********"; };
+  std::ostringstream o;
+  o << "# effective configuration of " << c.file << "\n";
+  o << "[server]\n"
+    << "socket = " << Quote(c.server.socket) << "\n"
+    << "socket_mode = \"0" << std::oct << c.server.socket_mode << std::dec << "\"\n"
+    << "max_connections = " << c.server.max_connections << "\n"
+    << "max_frame_size = " << Quote(FormatSize(c.server.max_frame_size)) << "\n"
+    << "max_pending_reply_size = " << Quote(FormatSize(c.server.max_pending_reply_size)) << "\n"
+    << "shutdown_timeout = " << Quote(FormatDurationMs(c.server.shutdown_timeout_ms)) << "\n"
+    << "log_level = " << Quote(c.server.log_level) << "\n"
+    << "log_format = " << Quote(c.server.log_format) << "\n\n";
+  static const char* const kSync[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
+  o << "[sqlite]\n"
+    << "busy_timeout_ms = " << c.sqlite.busy_timeout_ms << "\n"
+    << "synchronous = " << Quote(kSync[static_cast<int>(c.sqlite.synchronous)]) << "\n"
+    << "mmap_size = " << Quote(FormatSize(c.sqlite.mmap_size)) << "\n"
+    << "journal_size_limit = " << Quote(FormatSize(c.sqlite.journal_size_limit)) << "\n"
+    << "cache_size = " << Quote(FormatSize(c.sqlite.cache_size_kib * 1024)) << "\n\n";
+  o << "[databases.main]\npath = " << Quote(c.main.path) << "\n\n";
+  o << "[databases.cache]\npath = " << Quote(c.cache.path) << "\n"
+    << "max_size = " << Quote(FormatSize(c.cache.max_size)) << "\n\n";
+  o << "[databases.queue]\npath = " << Quote(c.queue.path) << "\n\n";
+  o << "[replica]\n"
+    << "url = " << Quote(c.replica.url) << "\n"
+    << "endpoint = " << Quote(c.replica.endpoint) << "\n"
+    << "region = " << Quote(c.replica.region) << "\n"
+    << "access_key_id = " << Quote(secret(c.replica.access_key_id)) << "\n"
+    << "secret_access_key = " << Quote(secret(c.replica.secret_access_key)) << "\n"
+    << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n\n";
+  o << "[restore]\non_boot = " << Quote(c.restore.on_boot) << "\n\n";
+  o << "[exec]\ncommand = [";
+  for (size_t i = 0; i < c.exec.command.size(); ++i) {
+    o << (i > 0 ? ", " : "") << Quote(c.exec.command[i]);
+  }
+  o << "]\n";
+  return o.str();
+}
+
+}  // namespace gateway

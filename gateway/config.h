@@ -1,0 +1,76 @@
+// Config: the gateway's settings, read from a TOML file (see docs/configuration.md for every key).
+//
+// LoadConfig resolves everything a running server needs: ${VAR} references are expanded from the
+// environment, sizes and durations become numbers, relative paths become absolute against the
+// config file's folder. A Config is a plain value, immutable after loading, safe to share.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gateway/config_values.h"
+#include "services/sqlite_tuning.h"
+#include "services/status.h"
+
+namespace gateway {
+
+struct ServerConfig {
+  std::string socket;  // absolute path of the Unix socket
+  uint32_t socket_mode = 0660;
+  int64_t max_connections = 1024;
+  int64_t max_frame_size = 32ll << 20;
+  int64_t max_pending_reply_size = 8ll << 20;  // per connection; reading pauses above it
+  int64_t shutdown_timeout_ms = 10'000;        // how long in-flight requests may take on stop
+  std::string log_level = "info";              // debug | info | warn | error
+  std::string log_format = "logfmt";           // logfmt | json
+};
+
+struct DatabaseConfig {
+  std::string path;      // absolute
+  int64_t max_size = 0;  // bytes; 0 = no budget (only the cache uses one)
+};
+
+struct ReplicaConfig {
+  std::string url;  // "" = no replica; "file:///abs", "file://rel" or "s3://bucket/prefix"
+  std::string endpoint;
+  std::string region = "us-east-1";
+  std::string access_key_id;
+  std::string secret_access_key;  // secret: never logged or printed
+  int64_t sync_interval_ms = 1000;
+  // For url = file://..., the absolute folder it names; empty for other schemes.
+  std::string file_path;
+};
+
+struct RestoreConfig {
+  std::string on_boot = "if-missing";  // if-missing | never
+};
+
+struct ExecConfig {
+  std::vector<std::string> command;  // empty = run no app server
+};
+
+struct Config {
+  std::string file;  // absolute path of the config file
+  std::string dir;   // its folder, the base of relative paths
+  ServerConfig server;
+  services::SqliteTuning sqlite;
+  DatabaseConfig main;
+  DatabaseConfig cache;
+  DatabaseConfig queue;
+  ReplicaConfig replica;
+  RestoreConfig restore;
+  ExecConfig exec;
+};
+
+// Reads and validates `path`. Errors carry "file:line:" and name the offending key or variable.
+services::Result<Config> LoadConfig(const std::string& path, const EnvLookup& env = ProcessEnv);
+
+// Parses TOML text as if it were the file `path` (which need not exist); for tests.
+services::Result<Config> ParseConfig(std::string_view toml_text, const std::string& path,
+                                     const EnvLookup& env = ProcessEnv);
+
+// The effective configuration as TOML, every key present, secrets replaced by "********".
+std::string FormatConfig(const Config& config);
+
+}  // namespace gateway

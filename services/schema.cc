@@ -1,0 +1,87 @@
+#include "services/schema.h"
+
+#include <string>
+
+namespace services {
+namespace {
+
+// Version 1 of every gateway-owned database: who it belongs to, so a config that points the cache
+// at the queue's file (or at a Django database) is caught at start instead of mixing data.
+constexpr const char kMetaTable[] =
+    "CREATE TABLE gateway_meta ("
+    "  key TEXT PRIMARY KEY NOT NULL,"
+    "  value TEXT NOT NULL"
+    ") WITHOUT ROWID;";
+
+constexpr Migration kCacheMigrations[] = {
+    {1, kMetaTable},
+};
+
+constexpr Migration kQueueMigrations[] = {
+    {1, kMetaTable},
+};
+
+Result<std::string> StoredRole(SqliteDb* db) {
+  Result<Statement> stmt = db->Prepare("SELECT value FROM gateway_meta WHERE key = 'role'");
+  if (!stmt.ok()) return stmt.status();
+  Result<bool> row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::string();
+  return stmt->ColumnText(0);
+}
+
+}  // namespace
+
+std::span<const Migration> CacheMigrations() { return kCacheMigrations; }
+std::span<const Migration> QueueMigrations() { return kQueueMigrations; }
+
+Status Migrate(SqliteDb* db, std::string_view role, std::span<const Migration> migrations) {
+  const int64_t latest = migrations.empty() ? 0 : migrations.back().version;
+  Result<WriteTransaction> txn = WriteTransaction::Begin(db);
+  if (!txn.ok()) return txn.status().WithContext(db->path());
+
+  Result<int64_t> current = db->QueryInt("PRAGMA user_version");
+  if (!current.ok()) return current.status();
+  const std::string where = db->path() + " (" + std::string(role) + " database)";
+  if (*current > latest) {
+    return Status::FailedPrecondition(
+        where + " has schema version " + std::to_string(*current) + " but this gateway knows " +
+        std::to_string(latest) + ": it was written by a newer gateway; run that version or " +
+        "restore an older copy");
+  }
+  if (*current == 0) {
+    Result<int64_t> tables = db->QueryInt("SELECT count(*) FROM sqlite_schema");
+    if (!tables.ok()) return tables.status();
+    if (*tables > 0) {
+      return Status::FailedPrecondition(where + " already holds tables that the gateway did not " +
+                                        "create; point [databases." + std::string(role) +
+                                        "] path at a new file");
+    }
+  } else {
+    Result<std::string> stored = StoredRole(db);
+    if (!stored.ok()) return stored.status().WithContext(where);
+    if (*stored != role) {
+      return Status::FailedPrecondition(where + " is the gateway's '" + *stored +
+                                        "' database; give each of main, cache and queue its " +
+                                        "own file");
+    }
+  }
+  for (const Migration& m : migrations) {
+    if (m.version <= *current) continue;
+    GW_RETURN_IF_ERROR(db->Exec(m.sql).WithContext(where + " migration " +
+                                                   std::to_string(m.version)));
+  }
+  if (*current == 0 && latest > 0) {
+    Result<Statement> put =
+        db->Prepare("INSERT INTO gateway_meta(key, value) VALUES ('role', ?1)");
+    if (!put.ok()) return put.status();
+    GW_RETURN_IF_ERROR(put->BindText(1, role));
+    GW_RETURN_IF_ERROR(put->Run());
+  }
+  if (latest != *current) {
+    GW_RETURN_IF_ERROR(db->Exec("PRAGMA user_version = " + std::to_string(latest)));
+  }
+  return txn->Commit();
+}
+
+}  // namespace services

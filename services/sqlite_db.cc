@@ -1,0 +1,195 @@
+#include "services/sqlite_db.h"
+
+#include <sqlite3.h>
+
+#include <utility>
+
+namespace services {
+
+Status SqliteStatus(int rc, sqlite3* db, std::string_view what) {
+  if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return Status::Ok();
+  std::string msg(what);
+  msg += ": ";
+  msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  msg += " (SQLite code " + std::to_string(rc) + ")";
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Busy(msg + "; another writer held the database past busy_timeout");
+    case SQLITE_CONSTRAINT:
+    case SQLITE_MISMATCH:
+    case SQLITE_RANGE:
+    case SQLITE_TOOBIG:
+      return Status::InvalidArgument(msg);
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      return Status::Corruption(msg);
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_IOERR:
+    case SQLITE_FULL:
+    case SQLITE_PERM:
+    case SQLITE_PROTOCOL:
+      return Status::IoError(msg);
+    default:
+      return Status::Internal(msg);
+  }
+}
+
+// --- Statement ---------------------------------------------------------------------------------
+
+Statement::Statement(Statement&& other) noexcept
+    : db_(std::exchange(other.db_, nullptr)), stmt_(std::exchange(other.stmt_, nullptr)) {}
+
+Statement& Statement::operator=(Statement&& other) noexcept {
+  if (this != &other) {
+    sqlite3_finalize(stmt_);
+    db_ = std::exchange(other.db_, nullptr);
+    stmt_ = std::exchange(other.stmt_, nullptr);
+  }
+  return *this;
+}
+
+Statement::~Statement() { sqlite3_finalize(stmt_); }
+
+Status Statement::BindInt(int index, int64_t value) {
+  return SqliteStatus(sqlite3_bind_int64(stmt_, index, value), db_, "bind");
+}
+Status Statement::BindDouble(int index, double value) {
+  return SqliteStatus(sqlite3_bind_double(stmt_, index, value), db_, "bind");
+}
+Status Statement::BindText(int index, std::string_view value) {
+  return SqliteStatus(
+      sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
+      db_, "bind");
+}
+Status Statement::BindBlob(int index, std::string_view bytes) {
+  // A zero-length blob must still be a blob, not NULL, so never pass a null pointer.
+  static const char kEmpty = 0;
+  const void* data = bytes.empty() ? &kEmpty : bytes.data();
+  return SqliteStatus(sqlite3_bind_blob64(stmt_, index, data, bytes.size(), SQLITE_TRANSIENT), db_,
+                      "bind");
+}
+Status Statement::BindNull(int index) {
+  return SqliteStatus(sqlite3_bind_null(stmt_, index), db_, "bind");
+}
+
+Result<bool> Statement::Step() {
+  int rc = sqlite3_step(stmt_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) return false;
+  return SqliteStatus(rc, db_, "step");
+}
+
+Status Statement::Run() {
+  for (;;) {
+    Result<bool> row = Step();
+    if (!row.ok()) return row.status();
+    if (!*row) return Status::Ok();
+  }
+}
+
+void Statement::Reset() {
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
+}
+
+int64_t Statement::ColumnInt(int index) const { return sqlite3_column_int64(stmt_, index); }
+double Statement::ColumnDouble(int index) const { return sqlite3_column_double(stmt_, index); }
+std::string Statement::ColumnText(int index) const {
+  const unsigned char* text = sqlite3_column_text(stmt_, index);
+  if (text == nullptr) return std::string();
+  return std::string(reinterpret_cast<const char*>(text), sqlite3_column_bytes(stmt_, index));
+}
+std::string Statement::ColumnBlob(int index) const {
+  const void* data = sqlite3_column_blob(stmt_, index);
+  if (data == nullptr) return std::string();
+  return std::string(static_cast<const char*>(data), sqlite3_column_bytes(stmt_, index));
+}
+bool Statement::ColumnIsNull(int index) const {
+  return sqlite3_column_type(stmt_, index) == SQLITE_NULL;
+}
+
+// --- SqliteDb ----------------------------------------------------------------------------------
+
+Result<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path, Mode mode) {
+  int flags = SQLITE_OPEN_URI;
+  switch (mode) {
+    case Mode::kReadWriteCreate: flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE; break;
+    case Mode::kReadWrite: flags |= SQLITE_OPEN_READWRITE; break;
+    case Mode::kReadOnly: flags |= SQLITE_OPEN_READONLY; break;
+  }
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  if (rc != SQLITE_OK) {
+    Status st = SqliteStatus(rc, db, "open " + path);
+    sqlite3_close_v2(db);
+    return st;
+  }
+  sqlite3_extended_result_codes(db, 1);
+  return std::unique_ptr<SqliteDb>(new SqliteDb(db, path));
+}
+
+SqliteDb::~SqliteDb() {
+  // close_v2 defers the close until every statement is finalized, so a leaked statement cannot
+  // turn into a use-after-free; the WAL is checkpointed and removed if this is the last connection.
+  sqlite3_close_v2(db_);
+}
+
+Status SqliteDb::Exec(std::string_view sql) {
+  std::string owned(sql);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, owned.c_str(), nullptr, nullptr, &err);
+  if (rc == SQLITE_OK) return Status::Ok();
+  std::string what = "exec '" + owned.substr(0, 80) + "'";
+  sqlite3_free(err);
+  return SqliteStatus(rc, db_, what);
+}
+
+Result<Statement> SqliteDb::Prepare(std::string_view sql) {
+  sqlite3_stmt* stmt = nullptr;
+  int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
+                              &stmt, nullptr);
+  if (rc != SQLITE_OK) {
+    return SqliteStatus(rc, db_, "prepare '" + std::string(sql.substr(0, 80)) + "'");
+  }
+  return Statement(db_, stmt);
+}
+
+Result<int64_t> SqliteDb::QueryInt(std::string_view sql) {
+  Result<Statement> stmt = Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  Result<bool> row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return Status::NotFound("no row from '" + std::string(sql) + "'");
+  return stmt->ColumnInt(0);
+}
+
+Result<std::string> SqliteDb::QueryText(std::string_view sql) {
+  Result<Statement> stmt = Prepare(sql);
+  if (!stmt.ok()) return stmt.status();
+  Result<bool> row = stmt->Step();
+  if (!row.ok()) return row.status();
+  if (!*row) return Status::NotFound("no row from '" + std::string(sql) + "'");
+  return stmt->ColumnText(0);
+}
+
+// --- WriteTransaction ---------------------------------------------------------------------------
+
+Result<WriteTransaction> WriteTransaction::Begin(SqliteDb* db) {
+  GW_RETURN_IF_ERROR(db->Exec("BEGIN IMMEDIATE"));
+  return WriteTransaction(db);
+}
+
+WriteTransaction::~WriteTransaction() {
+  if (db_ != nullptr) (void)db_->Exec("ROLLBACK");
+}
+
+Status WriteTransaction::Commit() {
+  if (db_ == nullptr) return Status::FailedPrecondition("transaction already finished");
+  Status st = db_->Exec("COMMIT");
+  if (st.ok()) db_ = nullptr;  // on failure the destructor rolls back
+  return st;
+}
+
+}  // namespace services
