@@ -1,0 +1,208 @@
+#include "gateway/server.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "gateway/log.h"
+
+namespace gateway {
+namespace {
+
+using services::Status;
+
+// The main database is written by Django with wal_autocheckpoint=0, so the gateway checkpoints it.
+// PASSIVE never waits for readers or writers; this often is enough to keep the WAL small.
+constexpr uint64_t kCheckpointIntervalMs = 1000;
+constexpr int64_t kCheckpointWalBytes = 4 << 20;
+
+}  // namespace
+
+Server::Server(const Config& config, services::Databases* databases, services::Clock* clock)
+    : config_(config), databases_(databases), clock_(clock) {
+  core_env_.table = &ops_;
+  core_env_.databases = databases_;
+  core_env_.clock = clock_;
+  core_env_.started_mono_us = clock_->MonotonicMicros();
+  core_env_.max_frame_size = static_cast<uint32_t>(config_.server.max_frame_size);
+  AddCoreOps(&ops_, &core_env_);
+  metrics_ = std::make_unique<Metrics>(ops_.Names());
+  core_env_.metrics = metrics_.get();
+  uv_loop_init(&loop_);
+  loop_.data = this;
+}
+
+Server::~Server() {
+  // Run() closed every handle; this lets libuv free the loop's own resources.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+}
+
+Status Server::Listen() {
+  const std::string& path = config_.server.socket;
+  uv_pipe_init(&loop_, &listener_, 0);
+  listener_.data = this;
+  listening_ = true;
+  // The umask makes the socket file appear with the configured mode, with no window in which it
+  // is more open; the chmod below covers modes the umask cannot express (wider than 0755).
+  const mode_t old_umask = umask(~static_cast<mode_t>(config_.server.socket_mode) & 0777);
+  int rc = uv_pipe_bind(&listener_, path.c_str());
+  umask(old_umask);
+  if (rc != 0) {
+    return Status::IoError("cannot bind socket " + path + ": " + uv_strerror(rc) +
+                           "; check the folder exists and is writable");
+  }
+  if (chmod(path.c_str(), config_.server.socket_mode) != 0) {
+    return Status::IoError("cannot set mode of socket " + path + ": " + std::strerror(errno));
+  }
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(&listener_), 511, OnConnection);
+  if (rc != 0) return Status::IoError("cannot listen on " + path + ": " + uv_strerror(rc));
+  return Status::Ok();
+}
+
+Status Server::Run() {
+  uv_signal_init(&loop_, &sigint_);
+  uv_signal_init(&loop_, &sigterm_);
+  sigint_.data = sigterm_.data = this;
+  uv_signal_start(&sigint_, OnSignal, SIGINT);
+  uv_signal_start(&sigterm_, OnSignal, SIGTERM);
+  uv_timer_init(&loop_, &shutdown_timer_);
+  uv_timer_init(&loop_, &checkpoint_timer_);
+  shutdown_timer_.data = checkpoint_timer_.data = this;
+  checkpoint_req_.data = this;
+
+  Status st = Listen();
+  if (!st.ok()) {
+    CloseHandles();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    return st;
+  }
+  if (databases_ != nullptr) {
+    uv_timer_start(&checkpoint_timer_, OnCheckpointTimer, kCheckpointIntervalMs,
+                   kCheckpointIntervalMs);
+  }
+  Log(LogLevel::kInfo, "listening",
+      {{"socket", config_.server.socket}, {"pid", static_cast<int64_t>(getpid())}});
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  return Status::Ok();
+}
+
+void Server::OnConnection(uv_stream_t* listener, int status) {
+  auto* self = static_cast<Server*>(listener->data);
+  if (status < 0) {
+    Log(LogLevel::kWarn, "accept_error", {{"error", uv_strerror(status)}});
+    return;
+  }
+  ConnectionLimits limits;
+  limits.max_frame_size = static_cast<uint32_t>(self->config_.server.max_frame_size);
+  limits.max_pending_reply_bytes = static_cast<size_t>(self->config_.server.max_pending_reply_size);
+  const uint64_t id = self->next_connection_id_++;
+  auto conn = std::make_shared<Connection>(&self->loop_, self, limits, id);
+  self->connections_[id] = conn;
+  if (uv_accept(listener, conn->stream()) != 0) {
+    conn->Close();
+    return;
+  }
+  Metrics& m = *self->metrics_;
+  if (m.connections_open >= self->config_.server.max_connections) {
+    ++m.connections_rejected;
+    Log(LogLevel::kWarn, "connection_rejected",
+        {{"conn", id}, {"max_connections", self->config_.server.max_connections}});
+    conn->Reject(ErrorCode::kTooManyConnections,
+                 "the gateway is at [server] max_connections = " +
+                     std::to_string(self->config_.server.max_connections) +
+                     "; close idle connections or raise the limit");
+    return;
+  }
+  ++m.connections_open;
+  ++m.connections_total;
+  conn->Start();
+}
+
+void Server::ConnectionClosed(Connection* connection) {
+  auto it = connections_.find(connection->id());
+  if (it == connections_.end()) return;
+  // Rejected connections were never counted as open.
+  if (!connection->rejected()) --metrics_->connections_open;
+  connections_.erase(it);
+  if (shutting_down_ && connections_.empty()) CloseHandles();
+}
+
+void Server::OnSignal(uv_signal_t* handle, int signum) {
+  static_cast<Server*>(handle->data)->BeginShutdown(signum);
+}
+
+void Server::BeginShutdown(int signum) {
+  if (shutting_down_) {
+    Log(LogLevel::kWarn, "shutdown_forced", {{"signal", signum}});
+    for (auto& [id, conn] : std::map(connections_)) conn->Close();
+    return;
+  }
+  shutting_down_ = true;
+  Log(LogLevel::kInfo, "shutdown_started",
+      {{"signal", signum}, {"connections", static_cast<int64_t>(connections_.size())}});
+  // Stop accepting first and remove the socket so new clients fail fast instead of queueing.
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+    unlink(config_.server.socket.c_str());
+  }
+  uv_timer_stop(&checkpoint_timer_);
+  if (connections_.empty()) {
+    CloseHandles();
+    return;
+  }
+  uv_timer_start(&shutdown_timer_, OnShutdownTimeout,
+                 static_cast<uint64_t>(config_.server.shutdown_timeout_ms), 0);
+  for (auto& [id, conn] : std::map(connections_)) conn->Drain();
+}
+
+void Server::OnShutdownTimeout(uv_timer_t* timer) {
+  auto* self = static_cast<Server*>(timer->data);
+  Log(LogLevel::kWarn, "shutdown_timeout",
+      {{"connections", static_cast<int64_t>(self->connections_.size())}});
+  for (auto& [id, conn] : std::map(self->connections_)) conn->Close();
+}
+
+void Server::CloseHandles() {
+  if (handles_closed_) return;
+  handles_closed_ = true;
+  if (listening_) {
+    uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
+    listening_ = false;
+  }
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sigint_),
+                         reinterpret_cast<uv_handle_t*>(&sigterm_),
+                         reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
+                         reinterpret_cast<uv_handle_t*>(&checkpoint_timer_)}) {
+    if (!uv_is_closing(h)) uv_close(h, nullptr);
+  }
+}
+
+void Server::OnCheckpointTimer(uv_timer_t* timer) {
+  auto* self = static_cast<Server*>(timer->data);
+  if (self->checkpoint_running_) return;
+  const services::DatabaseInfo info = self->databases_->CurrentInfo(services::DatabaseRole::kMain);
+  if (info.wal_bytes < kCheckpointWalBytes) return;
+  self->checkpoint_running_ = true;
+  uv_queue_work(&self->loop_, &self->checkpoint_req_, CheckpointWork, CheckpointDone);
+}
+
+void Server::CheckpointWork(uv_work_t* req) {
+  // Runs on libuv's thread pool: a checkpoint reads and writes the database files.
+  auto* self = static_cast<Server*>(req->data);
+  services::Result<services::CheckpointResult> r = self->databases_->CheckpointMain();
+  if (!r.ok()) {
+    Log(LogLevel::kWarn, "checkpoint_failed", {{"db", "main"}, {"error", r.status().ToString()}});
+  } else if (!r->busy) {
+    Log(LogLevel::kDebug, "checkpoint",
+        {{"db", "main"}, {"wal_frames", r->wal_frames}, {"copied_frames", r->checkpointed_frames}});
+  }
+}
+
+void Server::CheckpointDone(uv_work_t* req, int) {
+  static_cast<Server*>(req->data)->checkpoint_running_ = false;
+}
+
+}  // namespace gateway

@@ -1,0 +1,80 @@
+// Server: the gateway's one libuv event loop. Listens on the Unix socket, accepts connections up
+// to the limit, dispatches their requests through the op table, checkpoints the main database off
+// the loop, and shuts down cleanly on SIGINT/SIGTERM.
+//
+// Shutdown: stop accepting and remove the socket; let every connection finish the requests it
+// already sent (new ones get `shutting_down`); after [server] shutdown_timeout close whatever is
+// left. Run() returns once every handle is closed; the caller then closes the databases.
+// A second signal during shutdown closes all connections at once.
+//
+// Threads: construct, Run() and destroy on one thread; everything else happens on the loop.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+
+#include "gateway/config.h"
+#include "gateway/connection.h"
+#include "gateway/metrics.h"
+#include "gateway/op_table.h"
+#include "gateway/ops_core.h"
+#include "services/clock.h"
+#include "services/databases.h"
+
+namespace gateway {
+
+class Server final : public ConnectionOwner {
+ public:
+  // `databases` may be null (the server then serves only ops that need none); it must outlive
+  // the server.
+  Server(const Config& config, services::Databases* databases, services::Clock* clock);
+  ~Server() override;
+
+  // Binds the socket (the caller holds the SocketLock) and runs the loop until shutdown ends.
+  // Errors: binding or listening failed; the message says why and what to do.
+  services::Status Run();
+
+  // ConnectionOwner.
+  const OpTable& ops() const override { return ops_; }
+  Metrics& metrics() override { return *metrics_; }
+  bool shutting_down() const override { return shutting_down_; }
+  void ConnectionClosed(Connection* connection) override;
+
+ private:
+  static void OnConnection(uv_stream_t* listener, int status);
+  static void OnSignal(uv_signal_t* handle, int signum);
+  static void OnShutdownTimeout(uv_timer_t* timer);
+  static void OnCheckpointTimer(uv_timer_t* timer);
+  static void CheckpointWork(uv_work_t* req);
+  static void CheckpointDone(uv_work_t* req, int status);
+
+  services::Status Listen();
+  void BeginShutdown(int signum);
+  void CloseHandles();
+
+  const Config& config_;
+  services::Databases* databases_;
+  services::Clock* clock_;
+  OpTable ops_;
+  CoreOpsEnv core_env_;
+  std::unique_ptr<Metrics> metrics_;
+
+  uv_loop_t loop_;
+  uv_pipe_t listener_;
+  uv_signal_t sigint_;
+  uv_signal_t sigterm_;
+  uv_timer_t shutdown_timer_;
+  uv_timer_t checkpoint_timer_;
+  uv_work_t checkpoint_req_;
+  bool checkpoint_running_ = false;
+  bool listening_ = false;
+  bool shutting_down_ = false;
+  bool handles_closed_ = false;
+  uint64_t next_connection_id_ = 1;
+  std::map<uint64_t, std::shared_ptr<Connection>> connections_;
+};
+
+}  // namespace gateway
