@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "gateway/log.h"
+
 namespace gateway {
 namespace {
 
@@ -27,6 +29,9 @@ void Hello(const CoreOpsEnv* env, const Args& args, Reply reply) {
                 "this gateway speaks protocol " + std::to_string(kProtocolVersion) +
                     ", not " + std::to_string(*want) + "; use a matching gateway_client");
     return;
+  }
+  if (std::optional<std::string_view> client = args.Str("client")) {
+    Log(LogLevel::kDebug, "hello", {{"client", *client}});
   }
   const std::vector<std::string> ops = env->table->Names();
   reply.Ok([&](Packer& p) {

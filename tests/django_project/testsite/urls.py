@@ -1,0 +1,3 @@
+"""No views: the tests only use the ORM and management commands."""
+
+urlpatterns: list = []
