@@ -7,7 +7,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from gateway_harness import REPO
@@ -46,7 +45,8 @@ def test_scripts_run_starts_the_gateway_and_it_answers_hello_within_a_second() -
         while started is None and time.monotonic() < deadline and process.poll() is None:
             started = next((t for t, line in lines if "event=starting" in line), None)
             time.sleep(0.01)
-        assert started is not None, "gateway never started:\n" + "\n".join(l for _, l in lines)
+        log = "\n".join(text for _, text in lines)
+        assert started is not None, "gateway never started:\n" + log
         answered = None
         while time.monotonic() < started + 5:
             try:
@@ -56,7 +56,7 @@ def test_scripts_run_starts_the_gateway_and_it_answers_hello_within_a_second() -
                 break
             except OSError:
                 time.sleep(0.005)
-        assert answered is not None, "no hello answer:\n" + "\n".join(l for _, l in lines)
+        assert answered is not None, "no hello answer:\n" + "\n".join(text for _, text in lines)
         assert reply[1] == 0 and reply[2]["protocol"] == 1
         assert answered - started < 1.0, f"hello answered {answered - started:.3f}s after start"
     finally:
