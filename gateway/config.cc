@@ -61,8 +61,9 @@ class TableReader {
     if (!n->is_integer()) return Error(n, key, "must be an integer");
     int64_t v = n->as_integer()->get();
     if (v < min || v > max) {
-      return Error(n, key, "is " + std::to_string(v) + ", outside " + std::to_string(min) + ".." +
-                               std::to_string(max));
+      return Error(n, key,
+                   "is " + std::to_string(v) + ", outside " + std::to_string(min) + ".." +
+                       std::to_string(max));
     }
     *out = v;
     return Status::Ok();
@@ -101,8 +102,9 @@ class TableReader {
     const toml::node* n = Get(key);
     if (n == nullptr) return Status::Ok();
     if (!n->is_string()) {
-      return Error(n, key, "must be a string of octal digits such as \"0660\" (TOML integers "
-                           "are decimal)");
+      return Error(n, key,
+                   "must be a string of octal digits such as \"0660\" (TOML integers "
+                   "are decimal)");
     }
     Result<uint32_t> v = ParseFileMode(n->as_string()->get());
     if (!v.ok()) return Error(n, key, v.status().message());
@@ -209,10 +211,10 @@ Status ReadSqlite(TableReader& r, services::SqliteTuning* t) {
   GW_RETURN_IF_ERROR(r.Int("busy_timeout_ms", &t->busy_timeout_ms, 0, 3'600'000));
   std::string sync = "NORMAL";
   GW_RETURN_IF_ERROR(r.OneOf("synchronous", &sync, {"OFF", "NORMAL", "FULL", "EXTRA"}));
-  t->synchronous = sync == "OFF"      ? services::Synchronous::kOff
-                   : sync == "FULL"   ? services::Synchronous::kFull
-                   : sync == "EXTRA"  ? services::Synchronous::kExtra
-                                      : services::Synchronous::kNormal;
+  t->synchronous = sync == "OFF"     ? services::Synchronous::kOff
+                   : sync == "FULL"  ? services::Synchronous::kFull
+                   : sync == "EXTRA" ? services::Synchronous::kExtra
+                                     : services::Synchronous::kNormal;
   GW_RETURN_IF_ERROR(r.Size("mmap_size", &t->mmap_size));
   GW_RETURN_IF_ERROR(r.Size("journal_size_limit", &t->journal_size_limit));
   int64_t cache_bytes = t->cache_size_kib * 1024;
@@ -235,7 +237,8 @@ Status ReadDatabases(TableReader& r, Config* c, const std::string& file, const E
     if (!t.ok()) return t.status();
     TableReader sub(*t, std::string("databases.") + e.name, file, env);
     GW_RETURN_IF_ERROR(sub.Path("path", &e.db->path, c->dir));
-    if (std::string_view(e.name) == "cache") GW_RETURN_IF_ERROR(sub.Size("max_size", &e.db->max_size));
+    if (std::string_view(e.name) == "cache")
+      GW_RETURN_IF_ERROR(sub.Size("max_size", &e.db->max_size));
     GW_RETURN_IF_ERROR(sub.Finish());
   }
   return r.Finish();

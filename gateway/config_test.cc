@@ -15,7 +15,8 @@ EnvLookup FakeEnv(std::map<std::string, std::string> vars) {
   };
 }
 
-services::Result<Config> Parse(const std::string& text, std::map<std::string, std::string> env = {}) {
+services::Result<Config> Parse(const std::string& text,
+                               std::map<std::string, std::string> env = {}) {
   return ParseConfig(text, "/srv/site/app.toml", FakeEnv(std::move(env)));
 }
 

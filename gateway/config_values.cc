@@ -46,20 +46,32 @@ Result<int64_t> ParseSize(std::string_view text) {
   if (!SplitNumber(text, &number, &unit)) return Status::InvalidArgument(bad);
   const std::string u = Lower(unit);
   double scale = 0;
-  if (u.empty() || u == "b") scale = 1;
-  else if (u == "kb") scale = 1e3;
-  else if (u == "mb") scale = 1e6;
-  else if (u == "gb") scale = 1e9;
-  else if (u == "tb") scale = 1e12;
-  else if (u == "kib" || u == "k") scale = 1024.0;
-  else if (u == "mib" || u == "m") scale = 1024.0 * 1024;
-  else if (u == "gib" || u == "g") scale = 1024.0 * 1024 * 1024;
-  else if (u == "tib" || u == "t") scale = 1024.0 * 1024 * 1024 * 1024;
-  else return Status::InvalidArgument(bad);
+  if (u.empty() || u == "b")
+    scale = 1;
+  else if (u == "kb")
+    scale = 1e3;
+  else if (u == "mb")
+    scale = 1e6;
+  else if (u == "gb")
+    scale = 1e9;
+  else if (u == "tb")
+    scale = 1e12;
+  else if (u == "kib" || u == "k")
+    scale = 1024.0;
+  else if (u == "mib" || u == "m")
+    scale = 1024.0 * 1024;
+  else if (u == "gib" || u == "g")
+    scale = 1024.0 * 1024 * 1024;
+  else if (u == "tib" || u == "t")
+    scale = 1024.0 * 1024 * 1024 * 1024;
+  else
+    return Status::InvalidArgument(bad);
   const double bytes = number * scale;
-  if (bytes > 9.0e18) return Status::InvalidArgument("size '" + std::string(text) + "' is too large");
+  if (bytes > 9.0e18)
+    return Status::InvalidArgument("size '" + std::string(text) + "' is too large");
   if (bytes != std::floor(bytes)) {
-    return Status::InvalidArgument("size '" + std::string(text) + "' is not a whole number of bytes");
+    return Status::InvalidArgument("size '" + std::string(text) +
+                                   "' is not a whole number of bytes");
   }
   return static_cast<int64_t>(bytes);
 }
@@ -78,16 +90,23 @@ Result<int64_t> ParseDurationMs(std::string_view text) {
     while (n < unit.size() && std::isalpha(static_cast<unsigned char>(unit[n]))) ++n;
     const std::string u = Lower(unit.substr(0, n));
     double scale = 0;
-    if (u == "ms") scale = 1;
-    else if (u == "s") scale = 1000;
-    else if (u == "m") scale = 60'000;
-    else if (u == "h") scale = 3'600'000;
-    else if (u == "d") scale = 86'400'000;
-    else return Status::InvalidArgument(bad);
+    if (u == "ms")
+      scale = 1;
+    else if (u == "s")
+      scale = 1000;
+    else if (u == "m")
+      scale = 60'000;
+    else if (u == "h")
+      scale = 3'600'000;
+    else if (u == "d")
+      scale = 86'400'000;
+    else
+      return Status::InvalidArgument(bad);
     total += number * scale;
     rest = unit.substr(n);
   }
-  if (total > 9.0e15) return Status::InvalidArgument("duration '" + std::string(text) + "' is too long");
+  if (total > 9.0e15)
+    return Status::InvalidArgument("duration '" + std::string(text) + "' is too long");
   return static_cast<int64_t>(std::llround(total));
 }
 

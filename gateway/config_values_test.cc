@@ -9,9 +9,18 @@ namespace {
 
 TEST(ParseSizeTest, AcceptsUnits) {
   const std::pair<const char*, int64_t> cases[] = {
-      {"0", 0},           {"512", 512},         {"512B", 512},          {"64KiB", 64 << 10},
-      {"128MiB", 128 << 20}, {"1GiB", 1ll << 30}, {"2TiB", 2ll << 40},  {"10MB", 10'000'000},
-      {"1kb", 1000},      {"1.5GiB", 3ll << 29}, {"128mib", 128 << 20}, {"4 KiB", 4096},
+      {"0", 0},
+      {"512", 512},
+      {"512B", 512},
+      {"64KiB", 64 << 10},
+      {"128MiB", 128 << 20},
+      {"1GiB", 1ll << 30},
+      {"2TiB", 2ll << 40},
+      {"10MB", 10'000'000},
+      {"1kb", 1000},
+      {"1.5GiB", 3ll << 29},
+      {"128mib", 128 << 20},
+      {"4 KiB", 4096},
   };
   for (const auto& [text, want] : cases) {
     auto got = ParseSize(text);
@@ -30,7 +39,7 @@ TEST(ParseSizeTest, RejectsNonsense) {
 
 TEST(ParseDurationTest, AcceptsUnitsAndSums) {
   const std::pair<const char*, int64_t> cases[] = {
-      {"250ms", 250}, {"1s", 1000},         {"1.5s", 1500},     {"10m", 600'000},
+      {"250ms", 250},     {"1s", 1000},        {"1.5s", 1500},       {"10m", 600'000},
       {"6h", 21'600'000}, {"7d", 604'800'000}, {"1h30m", 5'400'000}, {"1m30s", 90'000},
   };
   for (const auto& [text, want] : cases) {

@@ -79,14 +79,16 @@ void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   }
   if (nread == 0) return;  // EAGAIN: nothing this time
   if (nread != UV_EOF) {
-    Log(LogLevel::kInfo, "connection_error", {{"conn", self->id_}, {"error", uv_strerror(static_cast<int>(nread))}});
+    Log(LogLevel::kInfo, "connection_error",
+        {{"conn", self->id_}, {"error", uv_strerror(static_cast<int>(nread))}});
     self->Close();
     return;
   }
   if (self->in_end_ > self->in_begin_) {
     // The client went away in the middle of a frame: nothing of it can be run.
     Log(LogLevel::kInfo, "connection_truncated_frame",
-        {{"conn", self->id_}, {"buffered_bytes", static_cast<int64_t>(self->in_end_ - self->in_begin_)}});
+        {{"conn", self->id_},
+         {"buffered_bytes", static_cast<int64_t>(self->in_end_ - self->in_begin_)}});
     self->Close();
     return;
   }
@@ -103,7 +105,8 @@ void Connection::ProcessInput() {
     if (o.kind == FrameDecoder::Kind::kError) {
       // The length is unusable, so where the next frame starts is unknown: answer and hang up.
       if (o.error == FrameDecoder::ErrorKind::kTooLarge) {
-        Log(LogLevel::kInfo, "frame_too_large", {{"conn", id_}, {"length", static_cast<int64_t>(o.declared_length)}});
+        Log(LogLevel::kInfo, "frame_too_large",
+            {{"conn", id_}, {"length", static_cast<int64_t>(o.declared_length)}});
         MakeReply(0, "").Error(ErrorCode::kFrameTooLarge,
                                "frame length " + std::to_string(o.declared_length) +
                                    " is over the limit of " +
@@ -153,8 +156,8 @@ Reply Connection::MakeReply(uint64_t id, std::string op) {
 
 void Connection::ReplyAppended(std::string_view op, uint32_t status) {
   --inflight_;
-  owner_->metrics().CountReply(op, status, status == 0 ? std::string_view()
-                                                       : ErrorCodeName(static_cast<ErrorCode>(status)));
+  owner_->metrics().CountReply(
+      op, status, status == 0 ? std::string_view() : ErrorCodeName(static_cast<ErrorCode>(status)));
   if (!processing_) {
     Flush();
     UpdateState();
@@ -178,7 +181,8 @@ void Connection::OnWrite(uv_write_t* req, int status) {
   self->writing_.clear();
   if (self->closing_) return;
   if (status < 0) {
-    Log(LogLevel::kInfo, "connection_write_error", {{"conn", self->id_}, {"error", uv_strerror(status)}});
+    Log(LogLevel::kInfo, "connection_write_error",
+        {{"conn", self->id_}, {"error", uv_strerror(status)}});
     self->Close();
     return;
   }

@@ -6,8 +6,8 @@ FrameDecoder::Outcome FrameDecoder::Decode(std::string_view input) const {
   Outcome out;
   if (input.size() < kFrameHeaderBytes) return out;
   const auto* p = reinterpret_cast<const unsigned char*>(input.data());
-  const uint32_t length = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) |
-                          (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+  const uint32_t length =
+      (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
   // The limit is checked here, before anyone sizes a buffer by the claimed length.
   if (length == 0) {
     out.kind = Kind::kError;

@@ -17,8 +17,8 @@ std::string Frame(const std::string& payload) {
 
 // Feeds `stream` through the decoder in pieces of `chunk` bytes, the way a connection would:
 // append what arrived, take every whole frame out. Returns the payloads, or stops at an error.
-std::vector<std::string> FeedInChunks(const FrameDecoder& d, const std::string& stream, size_t chunk,
-                                      bool* error) {
+std::vector<std::string> FeedInChunks(const FrameDecoder& d, const std::string& stream,
+                                      size_t chunk, bool* error) {
   std::vector<std::string> frames;
   std::string buffered;
   *error = false;

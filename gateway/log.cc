@@ -15,10 +15,14 @@ std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 
 const char* LevelName(LogLevel level) {
   switch (level) {
-    case LogLevel::kDebug: return "debug";
-    case LogLevel::kInfo: return "info";
-    case LogLevel::kWarn: return "warn";
-    case LogLevel::kError: return "error";
+    case LogLevel::kDebug:
+      return "debug";
+    case LogLevel::kInfo:
+      return "info";
+    case LogLevel::kWarn:
+      return "warn";
+    case LogLevel::kError:
+      return "error";
   }
   return "info";
 }
@@ -27,10 +31,18 @@ void AppendJsonString(std::string* out, std::string_view s) {
   *out += '"';
   for (char c : s) {
     switch (c) {
-      case '"': *out += "\\\""; break;
-      case '\\': *out += "\\\\"; break;
-      case '\n': *out += "\\n"; break;
-      case '\t': *out += "\\t"; break;
+      case '"':
+        *out += "\\\"";
+        break;
+      case '\\':
+        *out += "\\\\";
+        break;
+      case '\n':
+        *out += "\\n";
+        break;
+      case '\t':
+        *out += "\\t";
+        break;
       default:
         if (static_cast<unsigned char>(c) < 0x20) {
           char buf[8];
@@ -47,7 +59,8 @@ void AppendJsonString(std::string* out, std::string_view s) {
 // logfmt quotes values with spaces, quotes or '=' so each line splits unambiguously.
 void AppendLogfmtValue(std::string* out, std::string_view s) {
   bool quote = s.empty();
-  for (char c : s) quote |= c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20;
+  for (char c : s)
+    quote |= c == ' ' || c == '"' || c == '=' || static_cast<unsigned char>(c) < 0x20;
   if (quote) {
     AppendJsonString(out, s);
   } else {
@@ -91,7 +104,8 @@ std::string Timestamp() {
   gmtime_r(&secs, &tm);
   char buf[80];
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(millis));
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(millis));
   return buf;
 }
 

@@ -84,7 +84,8 @@ int RunServer(const Config& config) {
   }
   if (!config.exec.command.empty()) {
     Log(LogLevel::kWarn, "exec_not_available",
-        {{"detail", "this build does not start [exec] commands yet; start the app server yourself"}});
+        {{"detail",
+          "this build does not start [exec] commands yet; start the app server yourself"}});
   }
 
   services::DatabasePaths paths{config.main.path, config.cache.path, config.queue.path};

@@ -48,17 +48,27 @@ class LimitsVisitor : public msgpack::v2::null_visitor {
 
 std::string TypeName(const msgpack::object& o) {
   switch (o.type) {
-    case msgpack::type::NIL: return "nil";
-    case msgpack::type::BOOLEAN: return "bool";
-    case msgpack::type::POSITIVE_INTEGER: return "uint";
-    case msgpack::type::NEGATIVE_INTEGER: return "int";
+    case msgpack::type::NIL:
+      return "nil";
+    case msgpack::type::BOOLEAN:
+      return "bool";
+    case msgpack::type::POSITIVE_INTEGER:
+      return "uint";
+    case msgpack::type::NEGATIVE_INTEGER:
+      return "int";
     case msgpack::type::FLOAT32:
-    case msgpack::type::FLOAT64: return "float";
-    case msgpack::type::STR: return "str";
-    case msgpack::type::BIN: return "bin";
-    case msgpack::type::ARRAY: return "array";
-    case msgpack::type::MAP: return "map";
-    case msgpack::type::EXT: return "ext";
+    case msgpack::type::FLOAT64:
+      return "float";
+    case msgpack::type::STR:
+      return "str";
+    case msgpack::type::BIN:
+      return "bin";
+    case msgpack::type::ARRAY:
+      return "array";
+    case msgpack::type::MAP:
+      return "map";
+    case msgpack::type::EXT:
+      return "ext";
   }
   return "unknown";
 }
@@ -67,14 +77,22 @@ std::string TypeName(const msgpack::object& o) {
 
 std::string_view ErrorCodeName(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kBadFrame: return "bad_frame";
-    case ErrorCode::kFrameTooLarge: return "frame_too_large";
-    case ErrorCode::kBadRequest: return "bad_request";
-    case ErrorCode::kUnknownOp: return "unknown_op";
-    case ErrorCode::kBadArgument: return "bad_argument";
-    case ErrorCode::kTooManyConnections: return "too_many_connections";
-    case ErrorCode::kShuttingDown: return "shutting_down";
-    case ErrorCode::kInternal: return "internal";
+    case ErrorCode::kBadFrame:
+      return "bad_frame";
+    case ErrorCode::kFrameTooLarge:
+      return "frame_too_large";
+    case ErrorCode::kBadRequest:
+      return "bad_request";
+    case ErrorCode::kUnknownOp:
+      return "unknown_op";
+    case ErrorCode::kBadArgument:
+      return "bad_argument";
+    case ErrorCode::kTooManyConnections:
+      return "too_many_connections";
+    case ErrorCode::kShuttingDown:
+      return "shutting_down";
+    case ErrorCode::kInternal:
+      return "internal";
   }
   return "internal";
 }
@@ -86,7 +104,8 @@ std::variant<Request, RequestError> DecodeRequest(std::string_view payload) {
   try {
     parsed = msgpack::v2::parse(payload.data(), payload.size(), offset, limits);
   } catch (const std::exception& e) {
-    return RequestError{0, ErrorCode::kBadFrame, std::string("payload is not msgpack: ") + e.what()};
+    return RequestError{0, ErrorCode::kBadFrame,
+                        std::string("payload is not msgpack: ") + e.what()};
   }
   if (!parsed) {
     return RequestError{0, ErrorCode::kBadFrame,
@@ -103,7 +122,8 @@ std::variant<Request, RequestError> DecodeRequest(std::string_view payload) {
   try {
     req.handle = msgpack::unpack(payload.data(), payload.size());
   } catch (const std::exception& e) {
-    return RequestError{0, ErrorCode::kBadFrame, std::string("payload is not msgpack: ") + e.what()};
+    return RequestError{0, ErrorCode::kBadFrame,
+                        std::string("payload is not msgpack: ") + e.what()};
   }
   const msgpack::object& root = req.handle.get();
   if (root.type != msgpack::type::ARRAY) {
@@ -114,9 +134,9 @@ std::variant<Request, RequestError> DecodeRequest(std::string_view payload) {
   uint64_t id = 0;
   if (a.size >= 1 && a.ptr[0].type == msgpack::type::POSITIVE_INTEGER) id = a.ptr[0].via.u64;
   if (a.size != 3) {
-    return RequestError{id, ErrorCode::kBadRequest,
-                        "a request is an array of 3 [id, op, args], got " + std::to_string(a.size) +
-                            " elements"};
+    return RequestError{
+        id, ErrorCode::kBadRequest,
+        "a request is an array of 3 [id, op, args], got " + std::to_string(a.size) + " elements"};
   }
   if (a.ptr[0].type != msgpack::type::POSITIVE_INTEGER) {
     return RequestError{0, ErrorCode::kBadRequest,

@@ -53,7 +53,7 @@ void ExpectError(std::string_view payload, ErrorCode code, uint64_t id = 0) {
 }
 
 TEST(DecodeRequestTest, MalformedPayloadsAreBadFrames) {
-  ExpectError("\xc1", ErrorCode::kBadFrame);                          // never-used byte
+  ExpectError("\xc1", ErrorCode::kBadFrame);                         // never-used byte
   ExpectError(std::string("\x93\x01", 2), ErrorCode::kBadFrame);     // truncated array
   ExpectError(RequestBytes(1, "ping") + "x", ErrorCode::kBadFrame);  // trailing bytes
   // An array that claims 2^32-1 elements in five bytes is refused without allocating them.

@@ -13,20 +13,28 @@ std::string_view Key(const msgpack::object& o) {
 bool Fits(ArgType type, const msgpack::object& v) {
   using msgpack::type::object_type;
   switch (type) {
-    case ArgType::kAny: return true;
-    case ArgType::kBool: return v.type == msgpack::type::BOOLEAN;
+    case ArgType::kAny:
+      return true;
+    case ArgType::kBool:
+      return v.type == msgpack::type::BOOLEAN;
     case ArgType::kInt:
       return v.type == msgpack::type::NEGATIVE_INTEGER ||
              (v.type == msgpack::type::POSITIVE_INTEGER && v.via.u64 <= INT64_MAX);
-    case ArgType::kUint: return v.type == msgpack::type::POSITIVE_INTEGER;
+    case ArgType::kUint:
+      return v.type == msgpack::type::POSITIVE_INTEGER;
     case ArgType::kFloat:
       return v.type == msgpack::type::FLOAT32 || v.type == msgpack::type::FLOAT64 ||
              v.type == msgpack::type::POSITIVE_INTEGER || v.type == msgpack::type::NEGATIVE_INTEGER;
-    case ArgType::kStr: return v.type == msgpack::type::STR;
-    case ArgType::kBin: return v.type == msgpack::type::BIN;
-    case ArgType::kStrOrBin: return v.type == msgpack::type::STR || v.type == msgpack::type::BIN;
-    case ArgType::kArray: return v.type == msgpack::type::ARRAY;
-    case ArgType::kMap: return v.type == msgpack::type::MAP;
+    case ArgType::kStr:
+      return v.type == msgpack::type::STR;
+    case ArgType::kBin:
+      return v.type == msgpack::type::BIN;
+    case ArgType::kStrOrBin:
+      return v.type == msgpack::type::STR || v.type == msgpack::type::BIN;
+    case ArgType::kArray:
+      return v.type == msgpack::type::ARRAY;
+    case ArgType::kMap:
+      return v.type == msgpack::type::MAP;
   }
   return false;
 }
@@ -35,16 +43,26 @@ bool Fits(ArgType type, const msgpack::object& v) {
 
 std::string_view ArgTypeName(ArgType type) {
   switch (type) {
-    case ArgType::kAny: return "any value";
-    case ArgType::kBool: return "bool";
-    case ArgType::kInt: return "integer";
-    case ArgType::kUint: return "unsigned integer";
-    case ArgType::kFloat: return "number";
-    case ArgType::kStr: return "str";
-    case ArgType::kBin: return "bin";
-    case ArgType::kStrOrBin: return "str or bin";
-    case ArgType::kArray: return "array";
-    case ArgType::kMap: return "map";
+    case ArgType::kAny:
+      return "any value";
+    case ArgType::kBool:
+      return "bool";
+    case ArgType::kInt:
+      return "integer";
+    case ArgType::kUint:
+      return "unsigned integer";
+    case ArgType::kFloat:
+      return "number";
+    case ArgType::kStr:
+      return "str";
+    case ArgType::kBin:
+      return "bin";
+    case ArgType::kStrOrBin:
+      return "str or bin";
+    case ArgType::kArray:
+      return "array";
+    case ArgType::kMap:
+      return "map";
   }
   return "?";
 }
@@ -77,9 +95,12 @@ std::optional<double> Args::Float(std::string_view name) const {
   const msgpack::object* v = Find(name);
   if (v == nullptr) return std::nullopt;
   switch (v->type) {
-    case msgpack::type::POSITIVE_INTEGER: return static_cast<double>(v->via.u64);
-    case msgpack::type::NEGATIVE_INTEGER: return static_cast<double>(v->via.i64);
-    default: return v->via.f64;
+    case msgpack::type::POSITIVE_INTEGER:
+      return static_cast<double>(v->via.u64);
+    case msgpack::type::NEGATIVE_INTEGER:
+      return static_cast<double>(v->via.i64);
+    default:
+      return v->via.f64;
   }
 }
 

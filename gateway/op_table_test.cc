@@ -36,7 +36,6 @@ class RecordingSink : public ReplySink {
   std::vector<uint32_t> statuses;
 };
 
-
 // Builds a request whose args map is packed by `pack_args`.
 Request ReqWith(uint64_t id, const std::string& op,
                 const std::function<void(msgpack::packer<msgpack::sbuffer>&)>& pack_args) {
@@ -70,7 +69,8 @@ class OpTableTest : public ::testing::Test {
                  for (uint64_t i = 0; i < times; ++i) out += text;
                  reply.Ok([&](Packer& p) { p.pack(out); });
                }});
-    table.Add({"later", {}, [this](const Args&, Reply reply) { parked.push_back(std::move(reply)); }});
+    table.Add(
+        {"later", {}, [this](const Args&, Reply reply) { parked.push_back(std::move(reply)); }});
     table.Add({"forget", {}, [](const Args&, Reply) {}});
   }
   void Run(const Request& r) { table.Dispatch(r, Reply(sink, r.id, r.op)); }

@@ -26,8 +26,8 @@ void PackCounts(Packer& p, const Map& counts) {
 void Hello(const CoreOpsEnv* env, const Args& args, Reply reply) {
   if (std::optional<uint64_t> want = args.Uint("protocol"); want && *want != kProtocolVersion) {
     reply.Error(ErrorCode::kBadArgument,
-                "this gateway speaks protocol " + std::to_string(kProtocolVersion) +
-                    ", not " + std::to_string(*want) + "; use a matching gateway_client");
+                "this gateway speaks protocol " + std::to_string(kProtocolVersion) + ", not " +
+                    std::to_string(*want) + "; use a matching gateway_client");
     return;
   }
   if (std::optional<std::string_view> client = args.Str("client")) {
@@ -66,10 +66,10 @@ void PackDatabase(Packer& p, const services::DatabaseInfo& info) {
   PackStr(p, "journal_mode");
   PackStr(p, g.journal_mode);
   const std::pair<const char*, int64_t> ints[] = {
-      {"synchronous", g.synchronous},   {"busy_timeout", g.busy_timeout},
-      {"mmap_size", g.mmap_size},       {"journal_size_limit", g.journal_size_limit},
-      {"cache_size", g.cache_size},     {"foreign_keys", g.foreign_keys},
-      {"temp_store", g.temp_store},     {"wal_autocheckpoint", g.wal_autocheckpoint},
+      {"synchronous", g.synchronous}, {"busy_timeout", g.busy_timeout},
+      {"mmap_size", g.mmap_size},     {"journal_size_limit", g.journal_size_limit},
+      {"cache_size", g.cache_size},   {"foreign_keys", g.foreign_keys},
+      {"temp_store", g.temp_store},   {"wal_autocheckpoint", g.wal_autocheckpoint},
   };
   for (const auto& [name, value] : ints) {
     PackStr(p, name);
@@ -115,9 +115,8 @@ void AddCoreOps(OpTable* table, const CoreOpsEnv* env) {
   table->Add({"hello",
               {{"protocol", ArgType::kUint, false}, {"client", ArgType::kStr, false}},
               [env](const Args& args, Reply reply) { Hello(env, args, std::move(reply)); }});
-  table->Add({"ping", {}, [](const Args&, Reply reply) {
-                reply.Ok([](Packer& p) { p.pack("pong"); });
-              }});
+  table->Add(
+      {"ping", {}, [](const Args&, Reply reply) { reply.Ok([](Packer& p) { p.pack("pong"); }); }});
   table->Add({"stats", {}, [env](const Args&, Reply reply) { Stats(env, std::move(reply)); }});
 }
 

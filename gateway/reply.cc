@@ -3,7 +3,9 @@
 namespace gateway {
 
 Reply::~Reply() {
-  if (!done_) Error(ErrorCode::kInternal, "the server dropped this request without an answer (a bug; please report it)");
+  if (!done_)
+    Error(ErrorCode::kInternal,
+          "the server dropped this request without an answer (a bug; please report it)");
 }
 
 void Reply::Error(ErrorCode code, std::string_view message) {

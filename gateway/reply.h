@@ -31,7 +31,10 @@ class Reply {
   Reply(std::weak_ptr<ReplySink> sink, uint64_t id, std::string op)
       : sink_(std::move(sink)), id_(id), op_(std::move(op)) {}
   Reply(Reply&& other) noexcept
-      : sink_(std::move(other.sink_)), id_(other.id_), op_(std::move(other.op_)), done_(other.done_) {
+      : sink_(std::move(other.sink_)),
+        id_(other.id_),
+        op_(std::move(other.op_)),
+        done_(other.done_) {
     other.done_ = true;
   }
   Reply& operator=(Reply&&) = delete;

@@ -172,10 +172,10 @@ void Server::CloseHandles() {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;
   }
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&sigint_),
-                         reinterpret_cast<uv_handle_t*>(&sigterm_),
-                         reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
-                         reinterpret_cast<uv_handle_t*>(&checkpoint_timer_)}) {
+  for (uv_handle_t* h :
+       {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
+        reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
+        reinterpret_cast<uv_handle_t*>(&checkpoint_timer_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
 }

@@ -18,11 +18,10 @@ using services::Status;
 
 Result<std::unique_ptr<SocketLock>> SocketLock::Acquire(const std::string& socket_path) {
   if (socket_path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return Status::FailedPrecondition("socket path " + socket_path + " is " +
-                                      std::to_string(socket_path.size()) +
-                                      " bytes; Unix sockets allow at most " +
-                                      std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
-                                      ": choose a shorter [server] socket");
+    return Status::FailedPrecondition(
+        "socket path " + socket_path + " is " + std::to_string(socket_path.size()) +
+        " bytes; Unix sockets allow at most " + std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+        ": choose a shorter [server] socket");
   }
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(socket_path).parent_path(), ec);
@@ -46,7 +45,8 @@ Result<std::unique_ptr<SocketLock>> SocketLock::Acquire(const std::string& socke
   }
   const std::string pid = std::to_string(getpid()) + "\n";
   if (ftruncate(fd, 0) != 0 || pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    Status st = Status::IoError("cannot write lock file " + lock_path + ": " + std::strerror(errno));
+    Status st =
+        Status::IoError("cannot write lock file " + lock_path + ": " + std::strerror(errno));
     close(fd);
     return st;
   }
@@ -55,7 +55,8 @@ Result<std::unique_ptr<SocketLock>> SocketLock::Acquire(const std::string& socke
   if (lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       close(fd);
-      return Status::FailedPrecondition(socket_path + " exists and is not a socket; move it away "
+      return Status::FailedPrecondition(socket_path +
+                                        " exists and is not a socket; move it away "
                                         "or choose another [server] socket");
     }
     // We hold the lock, so whoever made this socket is gone: it is stale.

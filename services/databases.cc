@@ -33,9 +33,12 @@ Status EnsureParentDir(const std::string& path) {
 
 std::string_view RoleName(DatabaseRole role) {
   switch (role) {
-    case DatabaseRole::kMain: return "main";
-    case DatabaseRole::kCache: return "cache";
-    case DatabaseRole::kQueue: return "queue";
+    case DatabaseRole::kMain:
+      return "main";
+    case DatabaseRole::kCache:
+      return "cache";
+    case DatabaseRole::kQueue:
+      return "queue";
   }
   return "unknown";
 }
@@ -46,10 +49,9 @@ Result<std::unique_ptr<Databases>> Databases::Open(const DatabasePaths& paths,
   for (size_t i = 0; i < path_of.size(); ++i) {
     for (size_t j = i + 1; j < path_of.size(); ++j) {
       if (*path_of[i] == *path_of[j]) {
-        return Status::InvalidArgument(
-            "[databases." + std::string(RoleName(kAllRoles[i])) + "] and [databases." +
-            std::string(RoleName(kAllRoles[j])) + "] both use " + *path_of[i] +
-            "; give each its own file");
+        return Status::InvalidArgument("[databases." + std::string(RoleName(kAllRoles[i])) +
+                                       "] and [databases." + std::string(RoleName(kAllRoles[j])) +
+                                       "] both use " + *path_of[i] + "; give each its own file");
       }
     }
   }

@@ -6,7 +6,8 @@
 //
 // Threads: Open() and the destructor run on the thread that starts and stops the server.
 // Checkpoint() may run on any one thread at a time (it uses the main connection and nothing else
-// does after Open()). Info() is safe from any thread: it reads values fixed at Open() and file sizes.
+// does after Open()). Info() is safe from any thread: it reads values fixed at Open() and file
+// sizes.
 #pragma once
 
 #include <array>
@@ -23,7 +24,7 @@ namespace services {
 
 enum class DatabaseRole { kMain = 0, kCache = 1, kQueue = 2 };
 inline constexpr std::array<DatabaseRole, 3> kAllRoles = {DatabaseRole::kMain, DatabaseRole::kCache,
-                                                         DatabaseRole::kQueue};
+                                                          DatabaseRole::kQueue};
 std::string_view RoleName(DatabaseRole role);
 
 struct DatabasePaths {

@@ -65,8 +65,10 @@ TEST(DatabasesTest, CheckpointMainCopiesForeignWrites) {
   // Another process (Django) writes main with autocheckpoint off.
   auto django = SqliteDb::Open(dir.File("db/app.sqlite3"), SqliteDb::Mode::kReadWrite);
   ASSERT_TRUE(django.ok());
-  ASSERT_TRUE((*django)->Exec("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);"
-                              "INSERT INTO t VALUES (randomblob(100000))").ok());
+  ASSERT_TRUE((*django)
+                  ->Exec("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);"
+                         "INSERT INTO t VALUES (randomblob(100000))")
+                  .ok());
   auto r = (*set)->CheckpointMain();
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_FALSE(r->busy);

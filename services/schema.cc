@@ -44,10 +44,10 @@ Status Migrate(SqliteDb* db, std::string_view role, std::span<const Migration> m
   if (!current.ok()) return current.status();
   const std::string where = db->path() + " (" + std::string(role) + " database)";
   if (*current > latest) {
-    return Status::FailedPrecondition(
-        where + " has schema version " + std::to_string(*current) + " but this gateway knows " +
-        std::to_string(latest) + ": it was written by a newer gateway; run that version or " +
-        "restore an older copy");
+    return Status::FailedPrecondition(where + " has schema version " + std::to_string(*current) +
+                                      " but this gateway knows " + std::to_string(latest) +
+                                      ": it was written by a newer gateway; run that version or " +
+                                      "restore an older copy");
   }
   if (*current == 0) {
     Result<int64_t> tables = db->QueryInt("SELECT count(*) FROM sqlite_schema");
@@ -68,12 +68,11 @@ Status Migrate(SqliteDb* db, std::string_view role, std::span<const Migration> m
   }
   for (const Migration& m : migrations) {
     if (m.version <= *current) continue;
-    GW_RETURN_IF_ERROR(db->Exec(m.sql).WithContext(where + " migration " +
-                                                   std::to_string(m.version)));
+    GW_RETURN_IF_ERROR(
+        db->Exec(m.sql).WithContext(where + " migration " + std::to_string(m.version)));
   }
   if (*current == 0 && latest > 0) {
-    Result<Statement> put =
-        db->Prepare("INSERT INTO gateway_meta(key, value) VALUES ('role', ?1)");
+    Result<Statement> put = db->Prepare("INSERT INTO gateway_meta(key, value) VALUES ('role', ?1)");
     if (!put.ok()) return put.status();
     GW_RETURN_IF_ERROR(put->BindText(1, role));
     GW_RETURN_IF_ERROR(put->Run());

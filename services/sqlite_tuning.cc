@@ -46,14 +46,10 @@ Result<AppliedPragmas> ReadPragmas(SqliteDb* db) {
     const char* sql;
     int64_t* out;
   } ints[] = {
-      {"PRAGMA synchronous", &p.synchronous},
-      {"PRAGMA busy_timeout", &p.busy_timeout},
-      {"PRAGMA mmap_size", &p.mmap_size},
-      {"PRAGMA journal_size_limit", &p.journal_size_limit},
-      {"PRAGMA cache_size", &p.cache_size},
-      {"PRAGMA foreign_keys", &p.foreign_keys},
-      {"PRAGMA temp_store", &p.temp_store},
-      {"PRAGMA wal_autocheckpoint", &p.wal_autocheckpoint},
+      {"PRAGMA synchronous", &p.synchronous}, {"PRAGMA busy_timeout", &p.busy_timeout},
+      {"PRAGMA mmap_size", &p.mmap_size},     {"PRAGMA journal_size_limit", &p.journal_size_limit},
+      {"PRAGMA cache_size", &p.cache_size},   {"PRAGMA foreign_keys", &p.foreign_keys},
+      {"PRAGMA temp_store", &p.temp_store},   {"PRAGMA wal_autocheckpoint", &p.wal_autocheckpoint},
   };
   for (const IntPragma& q : ints) {
     Result<int64_t> v = db->QueryInt(q.sql);

@@ -4,15 +4,24 @@ namespace services {
 
 std::string_view Status::CodeName(Code code) {
   switch (code) {
-    case Code::kOk: return "OK";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kNotFound: return "not found";
-    case Code::kAlreadyExists: return "already exists";
-    case Code::kFailedPrecondition: return "failed precondition";
-    case Code::kBusy: return "busy";
-    case Code::kIoError: return "IO error";
-    case Code::kCorruption: return "corruption";
-    case Code::kInternal: return "internal error";
+    case Code::kOk:
+      return "OK";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kNotFound:
+      return "not found";
+    case Code::kAlreadyExists:
+      return "already exists";
+    case Code::kFailedPrecondition:
+      return "failed precondition";
+    case Code::kBusy:
+      return "busy";
+    case Code::kIoError:
+      return "IO error";
+    case Code::kCorruption:
+      return "corruption";
+    case Code::kInternal:
+      return "internal error";
   }
   return "unknown";
 }
