@@ -24,10 +24,12 @@ Connection::Connection(uv_loop_t* loop, ConnectionOwner* owner, ConnectionLimits
 
 Connection::~Connection() = default;
 
-void Connection::Start() { UpdateState(); }
+void Connection::Start() {
+  started_ = true;
+  UpdateState();
+}
 
 void Connection::Reject(ErrorCode code, std::string_view message) {
-  rejected_ = true;
   AppendError(&out_, 0, code, message);
   close_after_flush_ = true;
   Flush();

@@ -49,7 +49,8 @@ class Connection final : public ReplySink, public std::enable_shared_from_this<C
 
   uv_stream_t* stream() { return reinterpret_cast<uv_stream_t*>(&pipe_); }
   uint64_t id() const { return id_; }
-  bool rejected() const { return rejected_; }
+  // True once Start() ran: the connection counts as open until it closes.
+  bool started() const { return started_; }
 
   // Starts reading requests. Call once, after uv_accept succeeded.
   void Start();
@@ -98,7 +99,7 @@ class Connection final : public ReplySink, public std::enable_shared_from_this<C
   bool draining_ = false;
   bool close_after_flush_ = false;
   bool closing_ = false;
-  bool rejected_ = false;
+  bool started_ = false;
 };
 
 }  // namespace gateway

@@ -117,14 +117,19 @@ void Server::OnConnection(uv_stream_t* listener, int status) {
   }
   ++m.connections_open;
   ++m.connections_total;
+  Log(LogLevel::kDebug, "connection_open", {{"conn", id}, {"open", m.connections_open}});
   conn->Start();
 }
 
 void Server::ConnectionClosed(Connection* connection) {
   auto it = connections_.find(connection->id());
   if (it == connections_.end()) return;
-  // Rejected connections were never counted as open.
-  if (!connection->rejected()) --metrics_->connections_open;
+  // Rejected connections and failed accepts were never counted as open.
+  if (connection->started()) {
+    --metrics_->connections_open;
+    Log(LogLevel::kDebug, "connection_closed",
+        {{"conn", connection->id()}, {"open", metrics_->connections_open}});
+  }
   connections_.erase(it);
   if (shutting_down_ && connections_.empty()) CloseHandles();
 }
