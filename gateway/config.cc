@@ -237,8 +237,19 @@ Status ReadDatabases(TableReader& r, Config* c, const std::string& file, const E
     if (!t.ok()) return t.status();
     TableReader sub(*t, std::string("databases.") + e.name, file, env);
     GW_RETURN_IF_ERROR(sub.Path("path", &e.db->path, c->dir));
-    if (std::string_view(e.name) == "cache")
+    if (std::string_view(e.name) == "cache") {
       GW_RETURN_IF_ERROR(sub.Size("max_size", &e.db->max_size));
+      GW_RETURN_IF_ERROR(sub.Int("max_entries", &e.db->max_entries, 0, int64_t{1} << 40));
+      GW_RETURN_IF_ERROR(
+          sub.OneOf("eviction", &e.db->eviction, {"least-recently-stored", "lru"}));
+      GW_RETURN_IF_ERROR(sub.Size("max_value_size", &e.db->max_value_size));
+      if (e.db->max_size != 0 && e.db->max_size < (1 << 20)) {
+        return sub.Error(nullptr, "max_size", "must be 0 (no budget) or at least 1MiB");
+      }
+      if (e.db->max_value_size < 1 || e.db->max_value_size > (1ll << 30)) {
+        return sub.Error(nullptr, "max_value_size", "must be between 1B and 1GiB");
+      }
+    }
     GW_RETURN_IF_ERROR(sub.Finish());
   }
   return r.Finish();
@@ -351,7 +362,10 @@ std::string FormatConfig(const Config& c) {
     << "cache_size = " << Quote(FormatSize(c.sqlite.cache_size_kib * 1024)) << "\n\n";
   o << "[databases.main]\npath = " << Quote(c.main.path) << "\n\n";
   o << "[databases.cache]\npath = " << Quote(c.cache.path) << "\n"
-    << "max_size = " << Quote(FormatSize(c.cache.max_size)) << "\n\n";
+    << "max_size = " << Quote(FormatSize(c.cache.max_size)) << "\n"
+    << "max_entries = " << c.cache.max_entries << "\n"
+    << "eviction = " << Quote(c.cache.eviction) << "\n"
+    << "max_value_size = " << Quote(FormatSize(c.cache.max_value_size)) << "\n\n";
   o << "[databases.queue]\npath = " << Quote(c.queue.path) << "\n\n";
   o << "[replica]\n"
     << "url = " << Quote(c.replica.url) << "\n"

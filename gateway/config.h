@@ -29,6 +29,10 @@ struct ServerConfig {
 struct DatabaseConfig {
   std::string path;      // absolute
   int64_t max_size = 0;  // bytes; 0 = no budget (only the cache uses one)
+  // Cache only:
+  int64_t max_entries = 0;                   // 0 = no limit
+  std::string eviction = "least-recently-stored";  // or "lru"
+  int64_t max_value_size = 16ll << 20;
 };
 
 struct ReplicaConfig {

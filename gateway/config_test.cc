@@ -66,6 +66,9 @@ path = "data/../data/main.db"
 [databases.cache]
 path = "/var/cache.db"
 max_size = "512MiB"
+max_entries = 100000
+eviction = "lru"
+max_value_size = "1MiB"
 [databases.queue]
 path = "q.db"
 [replica]
@@ -97,6 +100,9 @@ command = ["gunicorn", "${APP}.wsgi"]
   EXPECT_EQ(c->main.path, "/srv/site/data/main.db");
   EXPECT_EQ(c->cache.path, "/var/cache.db");
   EXPECT_EQ(c->cache.max_size, 512ll << 20);
+  EXPECT_EQ(c->cache.max_entries, 100000);
+  EXPECT_EQ(c->cache.eviction, "lru");
+  EXPECT_EQ(c->cache.max_value_size, 1 << 20);
   EXPECT_EQ(c->queue.path, "/srv/site/q.db");
   EXPECT_EQ(c->replica.access_key_id, "AKIDEXAMPLE");
   EXPECT_EQ(c->replica.secret_access_key, "wJalrXUtnFEMI");
@@ -112,6 +118,8 @@ command = ["gunicorn", "${APP}.wsgi"]
   auto again = ParseConfig(printed, "/srv/site/app.toml", FakeEnv({}));
   ASSERT_TRUE(again.ok()) << again.status().ToString() << "\n" << printed;
   EXPECT_EQ(again->cache.max_size, c->cache.max_size);
+  EXPECT_EQ(again->cache.eviction, c->cache.eviction);
+  EXPECT_EQ(again->cache.max_value_size, c->cache.max_value_size);
   EXPECT_EQ(again->server.socket_mode, c->server.socket_mode);
   EXPECT_EQ(again->server.shutdown_timeout_ms, c->server.shutdown_timeout_ms);
 }
@@ -132,6 +140,9 @@ TEST(ConfigTest, RejectsBadFilesWithKeyAndLine) {
   ExpectError("[databases.main]\npath = \"x\"\nmax_size = \"1MiB\"\n",
               {":3:", "databases.main.max_size"});
   ExpectError("[databases.archive]\npath = \"x\"\n", {"databases.archive"});
+  ExpectError("[databases.cache]\neviction = \"random\"\n", {"databases.cache.eviction", "lru"});
+  ExpectError("[databases.cache]\nmax_size = \"10KiB\"\n", {"databases.cache.max_size", "1MiB"});
+  ExpectError("[databases.queue]\nmax_entries = 5\n", {"databases.queue.max_entries", "unknown"});
   ExpectError("[replica]\nsecret_access_key = \"${AWS_SECRET_NOT_SET}\"\n",
               {":2:", "AWS_SECRET_NOT_SET", "not set"});
   ExpectError("[server]\nsocket_mode = 660\n", {":2:", "server.socket_mode", "octal"});

@@ -12,6 +12,8 @@
 #include "gateway/log.h"
 #include "gateway/server.h"
 #include "gateway/socket_lock.h"
+#include "services/cache/cache_reader.h"
+#include "services/cache/cache_writer.h"
 #include "services/databases.h"
 
 namespace gateway {
@@ -101,11 +103,40 @@ int RunServer(const Config& config) {
         {{"db", services::RoleName(role)}, {"path", info.path}, {"schema", info.user_version}});
   }
 
+  services::SystemClock* clock = services::SystemClock::Default();
+  services::SqliteTuning cache_tuning = config.sqlite;
+  services::Result<std::unique_ptr<services::cache::CacheReader>> cache_reader =
+      services::cache::CacheReader::Open(config.cache.path, cache_tuning);
+  if (!cache_reader.ok()) {
+    Log(LogLevel::kError, "start_failed", {{"error", cache_reader.status().ToString()}});
+    return kExitRuntime;
+  }
+  services::cache::CacheWriter::Options cache_options;
+  cache_options.max_size = config.cache.max_size;
+  cache_options.max_entries = config.cache.max_entries;
+  cache_options.eviction = config.cache.eviction == "lru"
+                               ? services::cache::Eviction::kLeastRecentlyUsed
+                               : services::cache::Eviction::kLeastRecentlyStored;
+  services::Result<std::unique_ptr<services::cache::CacheWriter>> cache_writer =
+      services::cache::CacheWriter::Start(config.cache.path, cache_tuning, cache_options, clock);
+  if (!cache_writer.ok()) {
+    Log(LogLevel::kError, "start_failed", {{"error", cache_writer.status().ToString()}});
+    return kExitRuntime;
+  }
+
   services::Status st;
   {
-    Server server(config, dbs->get(), services::SystemClock::Default());
+    ServerServices server_services;
+    server_services.databases = dbs->get();
+    server_services.cache_reader = cache_reader->get();
+    server_services.cache_writer = cache_writer->get();
+    Server server(config, server_services, clock);
     st = server.Run();
   }
+  // Every client write was answered before the loop ended; Stop() finishes background work.
+  (*cache_writer)->Stop();
+  cache_writer->reset();
+  cache_reader->reset();
   // Closing the last connection to each database checkpoints it and removes its WAL.
   dbs->reset();
   if (!st.ok()) {

@@ -93,6 +93,16 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "shutting_down";
     case ErrorCode::kInternal:
       return "internal";
+    case ErrorCode::kKeyNotFound:
+      return "key_not_found";
+    case ErrorCode::kNotInteger:
+      return "not_integer";
+    case ErrorCode::kOutOfRange:
+      return "out_of_range";
+    case ErrorCode::kValueTooLarge:
+      return "value_too_large";
+    case ErrorCode::kStorageError:
+      return "storage_error";
   }
   return "internal";
 }

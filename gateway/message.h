@@ -22,6 +22,12 @@ enum class ErrorCode : uint32_t {
   kTooManyConnections = 6,
   kShuttingDown = 7,
   kInternal = 8,
+  // Cache ops.
+  kKeyNotFound = 16,
+  kNotInteger = 17,
+  kOutOfRange = 18,
+  kValueTooLarge = 19,
+  kStorageError = 20,
 };
 std::string_view ErrorCodeName(ErrorCode code);
 

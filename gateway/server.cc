@@ -19,22 +19,35 @@ constexpr int64_t kCheckpointWalBytes = 4 << 20;
 
 }  // namespace
 
-Server::Server(const Config& config, services::Databases* databases, services::Clock* clock)
-    : config_(config), databases_(databases), clock_(clock) {
+Server::Server(const Config& config, ServerServices services, services::Clock* clock)
+    : config_(config), databases_(services.databases), clock_(clock) {
+  uv_loop_init(&loop_);
+  loop_.data = this;
+  tasks_ = std::make_unique<LoopTasks>(&loop_);
   core_env_.table = &ops_;
   core_env_.databases = databases_;
   core_env_.clock = clock_;
   core_env_.started_mono_us = clock_->MonotonicMicros();
   core_env_.max_frame_size = static_cast<uint32_t>(config_.server.max_frame_size);
   AddCoreOps(&ops_, &core_env_);
+  if (services.cache_reader != nullptr && services.cache_writer != nullptr) {
+    CacheOpsConfig cache;
+    cache.max_value_size = config_.cache.max_value_size;
+    cache.max_size = config_.cache.max_size;
+    cache.max_entries = config_.cache.max_entries;
+    cache.lru = config_.cache.eviction == "lru";
+    cache.path = config_.cache.path;
+    cache_ops_ = std::make_unique<CacheOps>(services.cache_reader, services.cache_writer,
+                                            tasks_.get(), clock_, cache);
+    cache_ops_->Register(&ops_);
+  }
   metrics_ = std::make_unique<Metrics>(ops_.Names());
   core_env_.metrics = metrics_.get();
-  uv_loop_init(&loop_);
-  loop_.data = this;
 }
 
 Server::~Server() {
   // Run() closed every handle; this lets libuv free the loop's own resources.
+  tasks_->Close();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
 }
@@ -173,6 +186,7 @@ void Server::OnShutdownTimeout(uv_timer_t* timer) {
 void Server::CloseHandles() {
   if (handles_closed_) return;
   handles_closed_ = true;
+  tasks_->Close();
   if (listening_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;

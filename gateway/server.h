@@ -18,19 +18,27 @@
 
 #include "gateway/config.h"
 #include "gateway/connection.h"
+#include "gateway/loop_tasks.h"
 #include "gateway/metrics.h"
 #include "gateway/op_table.h"
+#include "gateway/ops_cache.h"
 #include "gateway/ops_core.h"
 #include "services/clock.h"
 #include "services/databases.h"
 
 namespace gateway {
 
+// The services a server offers; each may be null, and then its ops are absent. They must outlive
+// the server.
+struct ServerServices {
+  services::Databases* databases = nullptr;
+  services::cache::CacheReader* cache_reader = nullptr;
+  services::cache::CacheWriter* cache_writer = nullptr;
+};
+
 class Server final : public ConnectionOwner {
  public:
-  // `databases` may be null (the server then serves only ops that need none); it must outlive
-  // the server.
-  Server(const Config& config, services::Databases* databases, services::Clock* clock);
+  Server(const Config& config, ServerServices services, services::Clock* clock);
   ~Server() override;
 
   // Binds the socket (the caller holds the SocketLock) and runs the loop until shutdown ends.
@@ -63,6 +71,8 @@ class Server final : public ConnectionOwner {
   std::unique_ptr<Metrics> metrics_;
 
   uv_loop_t loop_;
+  std::unique_ptr<LoopTasks> tasks_;
+  std::unique_ptr<CacheOps> cache_ops_;
   uv_pipe_t listener_;
   uv_signal_t sigint_;
   uv_signal_t sigterm_;

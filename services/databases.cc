@@ -68,9 +68,19 @@ Result<std::unique_ptr<Databases>> Databases::Open(const DatabasePaths& paths,
     // Django processes commit to main with wal_autocheckpoint=0; the gateway checkpoints it, so
     // a checkpoint never races the replication reader or starves behind a Django reader.
     if (role == DatabaseRole::kMain) t.wal_autocheckpoint_pages = 0;
+    // The cache evicts and refills all day; incremental vacuum lets it return space when its
+    // budget shrinks.
+    if (role == DatabaseRole::kCache) t.incremental_vacuum = true;
     GW_RETURN_IF_ERROR(ApplyTuning(db->get(), t).WithContext(name + " database"));
     if (role == DatabaseRole::kCache) {
       GW_RETURN_IF_ERROR(Migrate(db->get(), name, CacheMigrations()));
+      Result<int64_t> vacuum_mode = (*db)->QueryInt("PRAGMA auto_vacuum");
+      if (!vacuum_mode.ok()) return vacuum_mode.status();
+      if (*vacuum_mode != 2) {
+        // A cache file made before incremental vacuum was on: convert it once.
+        GW_RETURN_IF_ERROR((*db)->Exec("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
+                               .WithContext("cache database"));
+      }
     } else if (role == DatabaseRole::kQueue) {
       GW_RETURN_IF_ERROR(Migrate(db->get(), name, QueueMigrations()));
     }

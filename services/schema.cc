@@ -13,8 +13,26 @@ constexpr const char kMetaTable[] =
     "  value TEXT NOT NULL"
     ") WITHOUT ROWID;";
 
+// Version 2: the entries table. Layout and meaning are public (gateway/PROTOCOL.md "Reading the
+// cache file directly"), because clients may read the file themselves.
+constexpr const char kCacheEntries[] =
+    "CREATE TABLE cache_entries ("
+    "  id INTEGER PRIMARY KEY,"
+    "  key BLOB NOT NULL UNIQUE,"
+    "  long_key BLOB,"
+    "  value BLOB NOT NULL,"
+    "  expires_at INTEGER,"
+    "  accessed_at INTEGER,"
+    "  size INTEGER NOT NULL"
+    ");"
+    // The sweep finds expired entries without a scan; entries that never expire are not indexed.
+    "CREATE INDEX cache_entries_expiry ON cache_entries(expires_at) WHERE expires_at IS NOT NULL;"
+    // lru eviction order.
+    "CREATE INDEX cache_entries_access ON cache_entries(accessed_at, id);";
+
 constexpr Migration kCacheMigrations[] = {
     {1, kMetaTable},
+    {2, kCacheEntries},
 };
 
 constexpr Migration kQueueMigrations[] = {

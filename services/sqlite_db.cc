@@ -106,6 +106,8 @@ std::string Statement::ColumnBlob(int index) const {
   if (data == nullptr) return std::string();
   return std::string(static_cast<const char*>(data), sqlite3_column_bytes(stmt_, index));
 }
+int Statement::ColumnType(int index) const { return sqlite3_column_type(stmt_, index); }
+
 bool Statement::ColumnIsNull(int index) const {
   return sqlite3_column_type(stmt_, index) == SQLITE_NULL;
 }
@@ -141,6 +143,8 @@ SqliteDb::~SqliteDb() {
   // turn into a use-after-free; the WAL is checkpointed and removed if this is the last connection.
   sqlite3_close_v2(db_);
 }
+
+int64_t SqliteDb::Changes() const { return sqlite3_changes64(db_); }
 
 Status SqliteDb::Exec(std::string_view sql) {
   std::string owned(sql);

@@ -51,6 +51,8 @@ class Statement {
   std::string ColumnText(int index) const;
   std::string ColumnBlob(int index) const;
   bool ColumnIsNull(int index) const;
+  // SQLITE_INTEGER, SQLITE_FLOAT, SQLITE_TEXT, SQLITE_BLOB or SQLITE_NULL.
+  int ColumnType(int index) const;
 
  private:
   friend class SqliteDb;
@@ -82,6 +84,8 @@ class SqliteDb {
 
   const std::string& path() const { return path_; }
   sqlite3* raw() { return db_; }
+  // Rows changed by the last INSERT, UPDATE or DELETE on this connection.
+  int64_t Changes() const;
 
  private:
   SqliteDb(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}

@@ -7,6 +7,7 @@ namespace services {
 Status ApplyTuning(SqliteDb* db, const SqliteTuning& t) {
   // busy_timeout first: the journal_mode switch below may have to wait for other connections.
   GW_RETURN_IF_ERROR(db->Exec("PRAGMA busy_timeout = " + std::to_string(t.busy_timeout_ms)));
+  if (t.incremental_vacuum) GW_RETURN_IF_ERROR(db->Exec("PRAGMA auto_vacuum = INCREMENTAL"));
   // WAL: readers never block the writer and commits are one sequential append.
   Result<std::string> mode = db->QueryText("PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.status().WithContext(db->path());

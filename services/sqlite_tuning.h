@@ -22,6 +22,9 @@ struct SqliteTuning {
   // Pages of WAL after which a commit on this connection checkpoints; 0 disables it (the gateway
   // checkpoints the main database itself, because other processes write it).
   int64_t wal_autocheckpoint_pages = 1000;
+  // Sets auto_vacuum = INCREMENTAL on a new, empty database (it cannot change once tables exist
+  // without a VACUUM), so freed pages can be given back to the filesystem.
+  bool incremental_vacuum = false;
 };
 
 // The values read back from a connection with "PRAGMA name", as SQLite reports them.

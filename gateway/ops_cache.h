@@ -1,0 +1,67 @@
+// CacheOps: the cache.* rows of the op table (PROTOCOL.md "Cache operations").
+//
+// Op glue only: handlers decode and check arguments, read through CacheReader on the loop thread
+// (reads are answered at once from the committed state), hand writes to CacheWriter's thread, and
+// answer those when LoopTasks brings the committed result back to the loop.
+// Threads: construct, register and handle on the loop thread.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "gateway/loop_tasks.h"
+#include "gateway/op_table.h"
+#include "services/cache/cache_reader.h"
+#include "services/cache/cache_writer.h"
+#include "services/clock.h"
+
+namespace gateway {
+
+struct CacheOpsConfig {
+  int64_t max_value_size = 16ll << 20;
+  int64_t max_size = 0;
+  int64_t max_entries = 0;
+  bool lru = false;
+  std::string path;  // for stats' file_bytes
+};
+
+class CacheOps {
+ public:
+  // Pointers must outlive the op table's use of these handlers.
+  CacheOps(services::cache::CacheReader* reader, services::cache::CacheWriter* writer,
+           LoopTasks* tasks, const services::Clock* clock, CacheOpsConfig config);
+
+  void Register(OpTable* table);
+
+ private:
+  using CacheWrite = services::cache::CacheWrite;
+  using CacheWriteResult = services::cache::CacheWriteResult;
+  using PackResult = void (*)(Packer&, const CacheWriteResult&);
+
+  void Get(const Args& args, Reply reply);
+  void GetMany(const Args& args, Reply reply);
+  void HasKey(const Args& args, Reply reply);
+  void Ttl(const Args& args, Reply reply);
+  void Keys(const Args& args, Reply reply);
+  void Stats(Reply reply);
+  // Decodes the arguments of a write op into `w`; false after answering `reply` with the problem.
+  bool DecodeWrite(services::cache::CacheOp op, const Args& args, Reply& reply, CacheWrite* w);
+  void Submit(CacheWrite write, Reply reply, PackResult pack);
+  // Counts a read and, with lru, remembers the key for the writer.
+  void NoteRead(const std::string& stored_key, bool hit);
+  int64_t NowMs() const { return clock_->NowUnixMicros() / 1000; }
+
+  services::cache::CacheReader* reader_;
+  services::cache::CacheWriter* writer_;
+  LoopTasks* tasks_;
+  const services::Clock* clock_;
+  CacheOpsConfig config_;
+
+  uint64_t hits_ = 0;
+  uint64_t misses_ = 0;
+  std::vector<std::string> accessed_;  // lru: keys read since the last hand-over
+  int64_t accessed_since_ms_ = 0;
+};
+
+}  // namespace gateway

@@ -1,0 +1,161 @@
+// CacheWriter: the one thread that writes the cache database.
+//
+// Requests queue up; the thread takes everything queued (up to a bound) and applies it in one
+// BEGIN IMMEDIATE transaction (group commit), then enforces the size budget in the same
+// transaction, commits, and only then calls each request's completion. Expired entries are swept
+// in small separate transactions between batches, so neither a sweep nor an eviction holds the
+// write lock for long. With eviction = "lru", read times handed in by RecordAccess are written in
+// batches too.
+//
+// Threads: Submit, RecordAccess, Counters and Stop may be called from any thread. Completions run
+// on the writer thread; they must be quick and must not call back into the writer.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "services/cache/cache_entry.h"
+#include "services/clock.h"
+#include "services/sqlite_db.h"
+#include "services/sqlite_tuning.h"
+#include "services/status.h"
+
+namespace services::cache {
+
+enum class CacheOp {
+  kSet,
+  kSetMany,
+  kAdd,
+  kTouch,
+  kDelete,
+  kDeleteMany,
+  kIncr,
+  kExpire,
+  kPersist,
+  kClearPrefix,
+  kClearAll,
+  kLock,
+  kUnlock,
+};
+
+struct CacheWrite {
+  CacheOp op = CacheOp::kSet;
+  StoredKey key;     // single-key ops
+  CacheValue value;  // set, add; lock and unlock: the token
+  Expiry expiry;     // set, set_many, add, touch, expire, lock
+  std::vector<std::pair<StoredKey, CacheValue>> items;  // set_many
+  std::vector<StoredKey> keys;                          // delete_many
+  int64_t delta = 0;                                    // incr
+  std::string prefix;                                   // clear_prefix
+  // Django's MAX_ENTRIES / CULL_FREQUENCY, applied after the write: {max_entries, frequency}.
+  std::optional<std::pair<int64_t, int64_t>> cull;
+};
+
+enum class CacheError { kNone, kKeyNotFound, kNotInteger, kOutOfRange, kStorage };
+
+struct CacheWriteResult {
+  CacheError error = CacheError::kNone;
+  std::string message;  // for errors
+  bool flag = false;    // add, touch, delete, expire, persist, lock, unlock
+  int64_t number = 0;   // incr: the new value; delete_many, clear: entries removed
+};
+
+struct CacheCounters {
+  int64_t entries = 0;  // rows, including expired ones not yet swept
+  int64_t bytes = 0;    // charged sizes of those rows
+  int64_t evictions = 0;
+  int64_t expirations = 0;
+};
+
+enum class Eviction { kLeastRecentlyStored, kLeastRecentlyUsed };
+
+class CacheWriter {
+ public:
+  struct Options {
+    int64_t max_size = 0;     // bytes of database pages in use; 0 = no budget
+    int64_t max_entries = 0;  // 0 = no limit
+    Eviction eviction = Eviction::kLeastRecentlyStored;
+    int64_t sweep_interval_ms = 1000;
+    int64_t sweep_batch = 500;   // rows per sweep transaction
+    size_t max_batch_ops = 512;  // requests per group commit
+  };
+  using Done = std::function<void(CacheWriteResult)>;
+
+  // Opens its own connection to the (already migrated) cache database and starts the thread.
+  static Result<std::unique_ptr<CacheWriter>> Start(const std::string& path,
+                                                    const SqliteTuning& tuning, Options options,
+                                                    const Clock* clock);
+  ~CacheWriter();  // Stop()
+
+  // Queues a write; `done` runs on the writer thread after the commit (or the failure).
+  void Submit(CacheWrite write, Done done);
+  // Records that `stored_keys` were read at `at_ms` (lru only; ignored otherwise).
+  void RecordAccess(std::vector<std::string> stored_keys, int64_t at_ms);
+  CacheCounters Counters() const;
+  // Applies everything queued, then joins the thread. Submit after Stop completes with kStorage.
+  void Stop();
+
+  const Options& options() const { return options_; }
+
+ private:
+  struct Pending {
+    CacheWrite write;
+    Done done;
+  };
+  struct Row {
+    bool exists = false;  // a row holds this stored key (maybe another long key, maybe expired)
+    bool live = false;    // it is this key's entry and has not expired
+    int64_t id = 0;
+    int64_t size = 0;
+    Expiry expiry;
+  };
+
+  CacheWriter(Options options, const Clock* clock) : options_(options), clock_(clock) {}
+  Status Prepare();
+  void Run();
+  void ApplyBatch(std::vector<Pending>* batch);
+  Result<CacheWriteResult> Apply(const CacheWrite& w, int64_t now);
+  Result<Row> Lookup(const StoredKey& key, int64_t now, CacheValue* value);
+  Status Put(const StoredKey& key, const CacheValue& value, const Expiry& expiry, int64_t now);
+  Status RemoveRow(const Row& row);
+  // Deletes with a statement that RETURNs size; returns rows removed.
+  Result<int64_t> DeleteReturningSizes(Statement* stmt);
+  Status Cull(int64_t max_entries, int64_t frequency);
+  Status EnforceBudget();
+  Result<int64_t> PagesInUse();
+  void SweepExpired(int64_t now);
+  void FlushAccessTimes(std::vector<std::pair<std::string, int64_t>>* accesses);
+  void Publish();
+
+  const Options options_;
+  const Clock* clock_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Pending> queue_;                                 // guarded by mu_
+  std::vector<std::pair<std::string, int64_t>> accesses_;     // guarded by mu_
+  bool stopping_ = false;                                     // guarded by mu_
+  std::thread thread_;
+
+  // Writer thread only.
+  std::unique_ptr<SqliteDb> db_;
+  Statement lookup_, put_, delete_id_, set_expiry_, set_value_, clear_prefix_, clear_all_;
+  Statement evict_, sweep_, touch_access_, page_count_, freelist_count_;
+  int64_t page_size_ = 4096;
+  int64_t entries_ = 0;
+  int64_t bytes_ = 0;
+
+  std::atomic<int64_t> pub_entries_{0}, pub_bytes_{0}, evictions_{0}, expirations_{0};
+};
+
+}  // namespace services::cache
