@@ -1,0 +1,281 @@
+#include "services/cache/cache_writer.h"
+
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "services/cache/cache_reader.h"
+#include "services/databases.h"
+#include "services/test_util.h"
+
+namespace services::cache {
+namespace {
+
+class CacheTest : public ::testing::Test {
+ protected:
+  void Open(CacheWriter::Options options = {}) {
+    auto dbs = Databases::Open({dir_.File("app.db"), dir_.File("cache.db"), dir_.File("queue.db")},
+                               SqliteTuning());
+    ASSERT_TRUE(dbs.ok()) << dbs.status().ToString();
+    dbs_ = std::move(*dbs);
+    options.sweep_interval_ms = 5;
+    auto writer = CacheWriter::Start(dir_.File("cache.db"), SqliteTuning(), options, &clock_);
+    ASSERT_TRUE(writer.ok()) << writer.status().ToString();
+    writer_ = std::move(*writer);
+    auto reader = CacheReader::Open(dir_.File("cache.db"), SqliteTuning());
+    ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+    reader_ = std::move(*reader);
+  }
+
+  // Submits and waits for the committed result.
+  CacheWriteResult Write(CacheWrite w) {
+    std::promise<CacheWriteResult> done;
+    writer_->Submit(std::move(w), [&](CacheWriteResult r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  }
+  CacheWriteResult Set(std::string_view key, CacheValue value, std::optional<double> timeout = {}) {
+    CacheWrite w;
+    w.op = CacheOp::kSet;
+    w.key = StoredKey::From(key);
+    w.value = std::move(value);
+    if (timeout) w.expiry = Expiry::After(*timeout, NowMs());
+    return Write(std::move(w));
+  }
+  std::optional<CacheValue> Get(std::string_view key) {
+    auto v = reader_->Get(StoredKey::From(key), NowMs());
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    return v.ok() ? *v : std::nullopt;
+  }
+  int64_t NowMs() const { return clock_.NowUnixMicros() / 1000; }
+
+  TempDir dir_;
+  ManualClock clock_;
+  std::unique_ptr<Databases> dbs_;
+  std::unique_ptr<CacheWriter> writer_;
+  std::unique_ptr<CacheReader> reader_;
+};
+
+TEST_F(CacheTest, SetGetOverwriteAndTypes) {
+  Open();
+  EXPECT_FALSE(Get("k").has_value());
+  Set("k", CacheValue::Bytes(std::string("\0v", 2)));
+  EXPECT_EQ(Get("k")->bytes, std::string("\0v", 2));
+  Set("k", CacheValue::Int(-7));
+  EXPECT_EQ(Get("k")->kind, CacheValue::Kind::kInt);
+  EXPECT_EQ(Get("k")->integer, -7);
+  Set("t", CacheValue::Text("123"));
+  EXPECT_EQ(Get("t")->kind, CacheValue::Kind::kText);  // stays text, no numeric affinity
+  EXPECT_EQ(writer_->Counters().entries, 2);
+}
+
+TEST_F(CacheTest, DjangoTimeoutRules) {
+  Open();
+  Set("forever", CacheValue::Text("x"));
+  Set("zero", CacheValue::Text("x"), 0);
+  Set("negative", CacheValue::Text("x"), -5);
+  Set("short", CacheValue::Text("x"), 1.5);
+  Set("month", CacheValue::Text("x"), 31 * 86400.0);
+  EXPECT_TRUE(Get("forever"));
+  EXPECT_FALSE(Get("zero"));
+  EXPECT_FALSE(Get("negative"));
+  EXPECT_TRUE(Get("short"));
+  clock_.Advance(1'400'000);
+  EXPECT_TRUE(Get("short"));
+  clock_.Advance(200'000);
+  EXPECT_FALSE(Get("short"));  // expired entries are never returned, swept or not
+  EXPECT_TRUE(Get("month"));
+  auto ttl = reader_->Ttl(StoredKey::From("month"), NowMs());
+  EXPECT_NEAR(static_cast<double>(*ttl->expires_at_ms - NowMs()) / 1000, 31 * 86400.0 - 1.6, 0.01);
+
+  // Setting with timeout 0 removes an existing entry; add with 0 says true and stores nothing.
+  Set("forever", CacheValue::Text("x"), 0);
+  EXPECT_FALSE(Get("forever"));
+  CacheWrite add;
+  add.op = CacheOp::kAdd;
+  add.key = StoredKey::From("added");
+  add.value = CacheValue::Text("v");
+  add.expiry = Expiry::After(0, NowMs());
+  EXPECT_TRUE(Write(add).flag);
+  EXPECT_FALSE(Get("added"));
+}
+
+TEST_F(CacheTest, SweepRemovesExpiredEntriesInTheBackground) {
+  Open();
+  for (int i = 0; i < 1200; ++i) Set("e" + std::to_string(i), CacheValue::Int(i), 1);
+  Set("keep", CacheValue::Int(1));
+  EXPECT_EQ(writer_->Counters().entries, 1201);
+  clock_.Advance(2'000'000);
+  for (int i = 0; i < 500 && writer_->Counters().entries > 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(writer_->Counters().entries, 1);
+  EXPECT_EQ(writer_->Counters().expirations, 1200);
+  EXPECT_TRUE(Get("keep"));
+}
+
+TEST_F(CacheTest, IncrIsAtomicAndTyped) {
+  Open();
+  Set("n", CacheValue::Int(0));
+  std::vector<std::thread> threads;
+  std::atomic<int> ok{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 250; ++i) {
+        CacheWrite w;
+        w.op = CacheOp::kIncr;
+        w.key = StoredKey::From("n");
+        w.delta = 1;
+        if (Write(w).error == CacheError::kNone) ++ok;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, 1000);
+  EXPECT_EQ(Get("n")->integer, 1000);
+
+  CacheWrite w;
+  w.op = CacheOp::kIncr;
+  w.key = StoredKey::From("missing");
+  w.delta = 1;
+  EXPECT_EQ(Write(w).error, CacheError::kKeyNotFound);
+  Set("s", CacheValue::Bytes("abc"));
+  w.key = StoredKey::From("s");
+  EXPECT_EQ(Write(w).error, CacheError::kNotInteger);
+  Set("max", CacheValue::Int(INT64_MAX));
+  w.key = StoredKey::From("max");
+  EXPECT_EQ(Write(w).error, CacheError::kOutOfRange);
+  EXPECT_EQ(Get("max")->integer, INT64_MAX);
+}
+
+TEST_F(CacheTest, LongKeysAreHashedButNeverConfused) {
+  Open();
+  const std::string a(300, 'a');
+  const std::string b = a + "b";
+  Set(a, CacheValue::Text("A"));
+  Set(b, CacheValue::Text("B"));
+  EXPECT_EQ(Get(a)->bytes, "A");
+  EXPECT_EQ(Get(b)->bytes, "B");
+  // A short key equal to a long key's stored (hashed) form names a different entry.
+  const std::string hashed = StoredKey::From(a).key;
+  ASSERT_EQ(hashed.size(), 33u);
+  EXPECT_FALSE(Get(hashed));
+  auto page = reader_->Keys("aaa", std::nullopt, 10, NowMs());
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->keys.size(), 2u);
+}
+
+TEST_F(CacheTest, KeysPagesThroughAPrefix) {
+  Open();
+  for (int i = 0; i < 25; ++i) Set("p:" + std::to_string(100 + i), CacheValue::Int(i));
+  Set("q:1", CacheValue::Int(1));
+  Set("p:exp", CacheValue::Int(1), 1);
+  clock_.Advance(2'000'000);
+  std::vector<std::string> all;
+  std::optional<std::string> cursor;
+  for (int pages = 0; pages < 20; ++pages) {
+    auto page = reader_->Keys("p:", cursor, 10, NowMs());
+    ASSERT_TRUE(page.ok());
+    all.insert(all.end(), page->keys.begin(), page->keys.end());
+    if (!page->next) break;
+    cursor = page->next;
+  }
+  ASSERT_EQ(all.size(), 25u);
+  EXPECT_EQ(all.front(), "p:100");
+  EXPECT_EQ(all.back(), "p:124");
+}
+
+TEST_F(CacheTest, ClearPrefixLocksAndCull) {
+  Open();
+  Set("a:1", CacheValue::Int(1));
+  Set("a:2", CacheValue::Int(1));
+  Set(std::string("a:") + std::string(300, 'x'), CacheValue::Int(1));
+  Set("b:1", CacheValue::Int(1));
+  CacheWrite clear;
+  clear.op = CacheOp::kClearPrefix;
+  clear.prefix = "a:";
+  EXPECT_EQ(Write(clear).number, 3);
+  EXPECT_TRUE(Get("b:1"));
+
+  CacheWrite lock;
+  lock.op = CacheOp::kLock;
+  lock.key = StoredKey::From("lock");
+  lock.value = CacheValue::Bytes("me");
+  lock.expiry = Expiry::After(10, NowMs());
+  EXPECT_TRUE(Write(lock).flag);
+  EXPECT_TRUE(Write(lock).flag);  // same holder renews
+  CacheWrite other = lock;
+  other.value = CacheValue::Bytes("you");
+  EXPECT_FALSE(Write(other).flag);
+  other.op = CacheOp::kUnlock;
+  EXPECT_FALSE(Write(other).flag);  // not the holder
+  clock_.Advance(11'000'000);
+  other.op = CacheOp::kLock;
+  other.expiry = Expiry::After(10, NowMs());
+  EXPECT_TRUE(Write(other).flag);  // the old lock expired
+
+  for (int i = 0; i < 20; ++i) {
+    CacheWrite w;
+    w.op = CacheOp::kSet;
+    w.key = StoredKey::From("c" + std::to_string(i));
+    w.value = CacheValue::Int(i);
+    w.cull = std::make_pair(int64_t{10}, int64_t{3});
+    Write(w);
+  }
+  EXPECT_LE(writer_->Counters().entries, 11);
+  EXPECT_TRUE(Get("c19"));  // the newest survive
+}
+
+TEST_F(CacheTest, SizeBudgetKeepsTheFileSmall) {
+  CacheWriter::Options options;
+  options.max_size = 2 << 20;
+  Open(options);
+  const std::string value(10'000, 'v');
+  for (int i = 0; i < 2000; ++i) {  // 20 MB of distinct values, ten times the budget
+    CacheWrite w;
+    w.op = CacheOp::kSet;
+    w.key = StoredKey::From("k" + std::to_string(i));
+    w.value = CacheValue::Bytes(value);
+    ASSERT_EQ(Write(std::move(w)).error, CacheError::kNone);
+  }
+  auto db = SqliteDb::Open(dir_.File("cache.db"), SqliteDb::Mode::kReadOnly);
+  ASSERT_TRUE(db.ok());
+  const int64_t bytes = *(*db)->QueryInt("PRAGMA page_count") * *(*db)->QueryInt("PRAGMA page_size");
+  EXPECT_LE(bytes, (2 << 20) * 11 / 10);
+  EXPECT_GT(writer_->Counters().evictions, 1500);
+  EXPECT_TRUE(Get("k1999"));  // the most recent writes are kept
+  EXPECT_FALSE(Get("k0"));
+}
+
+TEST_F(CacheTest, MaxEntries) {
+  CacheWriter::Options options;
+  options.max_entries = 100;
+  Open(options);
+  for (int i = 0; i < 300; ++i) Set("k" + std::to_string(i), CacheValue::Int(i));
+  EXPECT_EQ(writer_->Counters().entries, 100);
+  EXPECT_TRUE(Get("k299"));
+  EXPECT_FALSE(Get("k199"));
+}
+
+TEST_F(CacheTest, GroupCommitAnswersEveryConcurrentWriter) {
+  Open();
+  std::atomic<int> done{0};
+  std::promise<void> all;
+  constexpr int kWrites = 5000;
+  for (int i = 0; i < kWrites; ++i) {
+    CacheWrite w;
+    w.op = CacheOp::kSet;
+    w.key = StoredKey::From("g" + std::to_string(i));
+    w.value = CacheValue::Int(i);
+    writer_->Submit(std::move(w), [&](CacheWriteResult r) {
+      EXPECT_EQ(r.error, CacheError::kNone);
+      if (++done == kWrites) all.set_value();
+    });
+  }
+  all.get_future().wait();
+  EXPECT_EQ(writer_->Counters().entries, kWrites);
+  EXPECT_EQ(Get("g4999")->integer, 4999);
+}
+
+}  // namespace
+}  // namespace services::cache
