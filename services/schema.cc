@@ -35,8 +35,58 @@ constexpr Migration kCacheMigrations[] = {
     {2, kCacheEntries},
 };
 
+// Version 2 of the queue: jobs, one row per attempt, paused queues, recurring-schedule slots.
+// SCHEDULED is not a stored state: it is READY with a run_after in the future.
+constexpr const char kQueueJobs[] =
+    "CREATE TABLE jobs ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  seq INTEGER NOT NULL,"
+    "  queue TEXT NOT NULL,"
+    "  task TEXT NOT NULL,"
+    "  args BLOB NOT NULL,"
+    "  kwargs BLOB NOT NULL,"
+    "  priority INTEGER NOT NULL,"
+    "  run_after INTEGER,"
+    "  max_attempts INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL,"
+    "  backoff REAL NOT NULL,"
+    "  state TEXT NOT NULL,"
+    "  enqueued_at INTEGER NOT NULL,"
+    "  started_at INTEGER,"
+    "  finished_at INTEGER,"
+    "  last_attempted_at INTEGER,"
+    "  lease_token TEXT,"
+    "  lease_expires_at INTEGER,"
+    "  worker_id TEXT,"
+    "  return_value BLOB,"
+    "  unique_key TEXT"
+    ");"
+    // Start-up loads the active jobs, stats count the finished ones per queue.
+    "CREATE INDEX jobs_state_queue ON jobs(state, queue);"
+    "CREATE INDEX jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;"
+    // A second guard, behind the in-memory one, against two live jobs with one unique key.
+    "CREATE UNIQUE INDEX jobs_unique_live ON jobs(unique_key) "
+    "  WHERE unique_key IS NOT NULL AND state IN ('READY', 'RUNNING');"
+    "CREATE TABLE job_attempts ("
+    "  job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+    "  attempt INTEGER NOT NULL,"
+    "  worker_id TEXT NOT NULL,"
+    "  started_at INTEGER NOT NULL,"
+    "  finished_at INTEGER,"
+    "  outcome TEXT NOT NULL DEFAULT '',"
+    "  exception_class_path TEXT NOT NULL DEFAULT '',"
+    "  traceback TEXT NOT NULL DEFAULT '',"
+    "  PRIMARY KEY (job_id, attempt)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE queue_paused (queue TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE schedule_slots ("
+    "  name TEXT PRIMARY KEY NOT NULL,"
+    "  last_slot INTEGER NOT NULL"
+    ") WITHOUT ROWID;";
+
 constexpr Migration kQueueMigrations[] = {
     {1, kMetaTable},
+    {2, kQueueJobs},
 };
 
 Result<std::string> StoredRole(SqliteDb* db) {

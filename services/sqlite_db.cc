@@ -166,6 +166,17 @@ Result<Statement> SqliteDb::Prepare(std::string_view sql) {
   return Statement(db_, stmt);
 }
 
+Result<Statement*> SqliteDb::Cached(const std::string& sql) {
+  auto it = cached_.find(sql);
+  if (it == cached_.end()) {
+    Result<Statement> stmt = Prepare(sql);
+    if (!stmt.ok()) return stmt.status();
+    it = cached_.emplace(sql, std::make_unique<Statement>(std::move(*stmt))).first;
+  }
+  it->second->Reset();
+  return it->second.get();
+}
+
 Result<int64_t> SqliteDb::QueryInt(std::string_view sql) {
   Result<Statement> stmt = Prepare(sql);
   if (!stmt.ok()) return stmt.status();

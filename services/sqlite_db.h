@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "services/status.h"
 
@@ -77,6 +78,9 @@ class SqliteDb {
   // Runs one or more SQL statements that return no rows the caller needs.
   Status Exec(std::string_view sql);
   Result<Statement> Prepare(std::string_view sql);
+  // A statement prepared once per connection and kept, reset and with bindings cleared. The
+  // pointer stays valid for the life of this SqliteDb.
+  Result<Statement*> Cached(const std::string& sql);
 
   // Runs a query whose first row's first column is an integer (or text); kNotFound if no row.
   Result<int64_t> QueryInt(std::string_view sql);
@@ -92,6 +96,7 @@ class SqliteDb {
 
   sqlite3* db_;
   std::string path_;
+  std::unordered_map<std::string, std::unique_ptr<Statement>> cached_;
 };
 
 // Turns a SQLite result code into a Status naming what failed ("step", "prepare", ...), with
