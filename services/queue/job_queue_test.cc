@@ -1,0 +1,359 @@
+#include "services/queue/job_queue.h"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <mutex>
+
+#include "services/databases.h"
+#include "services/queue/job_store.h"
+#include "services/test_util.h"
+
+namespace services::queue {
+namespace {
+
+class QueueTest : public ::testing::Test {
+ protected:
+  void SetUp() override { Open(); }
+
+  void Open(std::vector<JobQueue::Schedule> schedules = {}) {
+    queue_.reset();
+    auto dbs = Databases::Open({dir_.File("app.db"), dir_.File("cache.db"), dir_.File("queue.db")},
+                               SqliteTuning());
+    ASSERT_TRUE(dbs.ok()) << dbs.status().ToString();
+    dbs_ = std::move(*dbs);
+    JobQueue::Hooks hooks;
+    hooks.post = [this](std::function<void()> f) {
+      std::lock_guard<std::mutex> lock(mu_);
+      posted_.push_back(std::move(f));
+      cv_.notify_all();
+    };
+    hooks.arm_timer = [this](int64_t at) { armed_ = at; };
+    auto q = JobQueue::Open(dir_.File("queue.db"), SqliteTuning(), &clock_, hooks,
+                            std::move(schedules));
+    ASSERT_TRUE(q.ok()) << q.status().ToString();
+    queue_ = std::move(*q);
+  }
+
+  // Runs posted completions on this (the owner) thread until `done` is true.
+  void PumpUntil(const std::function<bool()>& done) {
+    for (int i = 0; i < 2000 && !done(); ++i) {
+      std::vector<std::function<void()>> run;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(5), [&] { return !posted_.empty(); });
+        run.swap(posted_);
+      }
+      for (auto& f : run) f();
+    }
+    ASSERT_TRUE(done()) << "timed out waiting for the queue";
+  }
+
+  template <typename T, typename Op>
+  Result<T> Call(Op op) {
+    std::optional<Result<T>> out;
+    op([&](Result<T> r) { out.emplace(std::move(r)); });
+    PumpUntil([&] { return out.has_value(); });
+    return std::move(*out);
+  }
+
+  Job Enqueue(std::string task, int64_t priority = 0, std::string queue = "default") {
+    Job j;
+    j.task = std::move(task);
+    j.queue = std::move(queue);
+    j.priority = priority;
+    j.args = "\x90";
+    j.kwargs = "\x80";
+    return EnqueueJob(j);
+  }
+  Job EnqueueJob(Job j) {
+    auto r = Call<std::vector<Job>>([&](auto cb) { queue_->Enqueue({j}, cb); });
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r->at(0);
+  }
+  std::vector<Job> Dequeue(size_t max = 1, int64_t wait_ms = 0, int64_t lease_ms = 10'000,
+                           std::vector<std::string> queues = {"default"}) {
+    JobQueue::DequeueRequest req;
+    req.queues = std::move(queues);
+    req.worker_id = "w1";
+    req.max_jobs = max;
+    req.wait_ms = wait_ms;
+    req.lease_ms = lease_ms;
+    auto r = Call<std::vector<Job>>([&](auto cb) { queue_->Dequeue(req, cb); });
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : std::vector<Job>();
+  }
+  Result<Job> Complete(const Job& j, std::string rv = "\xc3") {
+    return Call<Job>([&](auto cb) { queue_->Complete(j.id, *j.lease_token, rv, cb); });
+  }
+  Result<Job> Fail(const Job& j, bool retry = true) {
+    return Call<Job>([&](auto cb) { queue_->Fail(j.id, *j.lease_token, "x.Err", "tb", retry, cb); });
+  }
+  void Advance(int64_t ms) {
+    clock_.Advance(ms * 1000);
+    queue_->OnTimer();
+  }
+  JobState StateOf(const std::string& id) {
+    auto j = queue_->Get(id);
+    EXPECT_TRUE(j.ok() && j->has_value());
+    return (*j)->VisibleState(clock_.NowUnixMicros() / 1000);
+  }
+
+  TempDir dir_;
+  ManualClock clock_;
+  std::unique_ptr<Databases> dbs_;
+  std::unique_ptr<JobQueue> queue_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::function<void()>> posted_;
+  std::optional<int64_t> armed_;
+};
+
+TEST_F(QueueTest, HigherPriorityFirstThenEnqueueOrder) {
+  Job a = Enqueue("a");
+  Job b = Enqueue("b", 5);
+  Job c = Enqueue("c");
+  Job d = Enqueue("d", -5);
+  std::vector<Job> got = Dequeue(10);
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[0].id, b.id);
+  EXPECT_EQ(got[1].id, a.id);
+  EXPECT_EQ(got[2].id, c.id);
+  EXPECT_EQ(got[3].id, d.id);
+  EXPECT_EQ(got[0].attempts, 1);
+  EXPECT_TRUE(got[0].lease_token.has_value());
+  EXPECT_EQ(StateOf(a.id), JobState::kRunning);
+  EXPECT_TRUE(Dequeue().empty());
+}
+
+TEST_F(QueueTest, RunAfterHoldsAJobUntilItsTime) {
+  Job j;
+  j.task = "later";
+  j.run_after_ms = clock_.NowUnixMicros() / 1000 + 5000;
+  Job later = EnqueueJob(j);
+  EXPECT_EQ(StateOf(later.id), JobState::kScheduled);
+  EXPECT_TRUE(Dequeue().empty());
+  ASSERT_TRUE(armed_.has_value());
+  Advance(5000);
+  EXPECT_EQ(Dequeue().at(0).id, later.id);
+}
+
+TEST_F(QueueTest, ABlockedDequeueIsAnsweredByTheNextEnqueue) {
+  std::optional<Result<std::vector<Job>>> got;
+  JobQueue::DequeueRequest req;
+  req.queues = {"other", "default"};
+  req.worker_id = "w";
+  req.wait_ms = 30'000;
+  queue_->Dequeue(req, [&](Result<std::vector<Job>> r) { got.emplace(std::move(r)); });
+  EXPECT_FALSE(got.has_value());
+  Job j = Enqueue("t");
+  PumpUntil([&] { return got.has_value(); });
+  ASSERT_TRUE(got->ok());
+  EXPECT_EQ((*got)->at(0).id, j.id);
+
+  got.reset();
+  queue_->Dequeue(req, [&](Result<std::vector<Job>> r) { got.emplace(std::move(r)); });
+  Advance(30'000);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_TRUE((*got)->empty());
+}
+
+TEST_F(QueueTest, CompleteNeedsTheLiveLease) {
+  Enqueue("t");
+  Job running = Dequeue().at(0);
+  Job forged = running;
+  forged.lease_token = "not-the-token";
+  EXPECT_TRUE(IsLeaseLost(Complete(forged).status()));
+  auto done = Complete(running);
+  ASSERT_TRUE(done.ok()) << done.status().ToString();
+  EXPECT_EQ(done->state, JobState::kSuccessful);
+  EXPECT_EQ(done->return_value, "\xc3");
+  ASSERT_EQ(done->history.size(), 1u);
+  EXPECT_EQ(done->history[0].outcome, "successful");
+  EXPECT_TRUE(IsLeaseLost(Complete(running).status()));  // not twice
+}
+
+TEST_F(QueueTest, AnExpiredLeaseIsAFailedAttemptAndTheLateCompleteIsRefused) {
+  Job j;
+  j.task = "t";
+  j.max_attempts = 2;
+  j.backoff_seconds = 0.001;
+  Job queued = EnqueueJob(j);
+  Job first = Dequeue(1, 0, 1000).at(0);
+  Advance(1000);  // the worker died: no heartbeat
+  PumpUntil([&] { return StateOf(queued.id) != JobState::kRunning; });
+  Advance(10);
+  Job second = Dequeue().at(0);
+  EXPECT_EQ(second.attempts, 2);
+  EXPECT_NE(second.lease_token, first.lease_token);
+  EXPECT_TRUE(IsLeaseLost(Complete(first).status()));
+  ASSERT_TRUE(Complete(second).ok());
+  auto stored = *queue_->Get(queued.id);
+  ASSERT_EQ(stored->history.size(), 2u);
+  EXPECT_EQ(stored->history[0].outcome, "lease_expired");
+  EXPECT_EQ(stored->history[0].exception_class_path, "gateway.LeaseExpired");
+}
+
+TEST_F(QueueTest, HeartbeatsKeepTheLease) {
+  Enqueue("t");
+  Job running = Dequeue(1, 0, 1000).at(0);
+  for (int i = 0; i < 5; ++i) {
+    Advance(600);
+    auto hb = Call<JobQueue::HeartbeatResult>(
+        [&](auto cb) { queue_->Heartbeat(running.id, *running.lease_token, 1000, cb); });
+    ASSERT_TRUE(hb.ok()) << hb.status().ToString();
+    EXPECT_FALSE(hb->cancelled);
+  }
+  EXPECT_EQ(StateOf(running.id), JobState::kRunning);
+  EXPECT_TRUE(Complete(running).ok());
+}
+
+TEST_F(QueueTest, FailuresRetryWithBackoffUntilMaxAttempts) {
+  Job j;
+  j.task = "t";
+  j.max_attempts = 3;
+  j.backoff_seconds = 10;
+  Job queued = EnqueueJob(j);
+  auto r = Fail(Dequeue().at(0));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->VisibleState(clock_.NowUnixMicros() / 1000), JobState::kScheduled);
+  const int64_t delay1 = *r->run_after_ms - clock_.NowUnixMicros() / 1000;
+  EXPECT_GE(delay1, 5000);
+  EXPECT_LE(delay1, 10000);
+  EXPECT_TRUE(Dequeue().empty());
+  Advance(10'000);
+  r = Fail(Dequeue().at(0));
+  const int64_t delay2 = *r->run_after_ms - clock_.NowUnixMicros() / 1000;
+  EXPECT_GE(delay2, 10000);  // doubled
+  EXPECT_LE(delay2, 20000);
+  Advance(20'000);
+  r = Fail(Dequeue().at(0));
+  EXPECT_EQ(r->state, JobState::kFailed);
+  EXPECT_EQ(r->history.size(), 3u);
+  EXPECT_EQ(r->history[2].exception_class_path, "x.Err");
+
+  auto n = Call<int64_t>([&](auto cb) { queue_->RetryFailed(std::nullopt, {}, cb); });
+  EXPECT_EQ(*n, 1);
+  EXPECT_EQ(Dequeue().at(0).id, queued.id);
+}
+
+TEST_F(QueueTest, CancelReadyAndRunningJobs) {
+  Job ready = Enqueue("r");
+  auto c = Call<Job>([&](auto cb) { queue_->Cancel(ready.id, cb); });
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->state, JobState::kCancelled);
+  EXPECT_TRUE(Dequeue().empty());
+
+  Enqueue("s");
+  Job running = Dequeue().at(0);
+  ASSERT_TRUE(Call<Job>([&](auto cb) { queue_->Cancel(running.id, cb); }).ok());
+  auto hb = Call<JobQueue::HeartbeatResult>(
+      [&](auto cb) { queue_->Heartbeat(running.id, *running.lease_token, 1000, cb); });
+  ASSERT_TRUE(hb.ok());
+  EXPECT_TRUE(hb->cancelled);
+  EXPECT_TRUE(IsLeaseLost(Complete(running).status()));
+  auto again = Call<Job>([&](auto cb) { queue_->Cancel(running.id, cb); });
+  EXPECT_EQ(again.status().code(), Status::Code::kFailedPrecondition);
+  auto missing = Call<Job>([&](auto cb) { queue_->Cancel("nope", cb); });
+  EXPECT_EQ(missing.status().code(), Status::Code::kNotFound);
+}
+
+TEST_F(QueueTest, UniqueKeysReturnTheLiveJob) {
+  Job j;
+  j.task = "t";
+  j.unique_key = "report:1";
+  Job first = EnqueueJob(j);
+  Job second = EnqueueJob(j);
+  EXPECT_EQ(first.id, second.id);
+  Job running = Dequeue().at(0);
+  EXPECT_EQ(EnqueueJob(j).id, first.id);
+  ASSERT_TRUE(Complete(running).ok());
+  EXPECT_NE(EnqueueJob(j).id, first.id);  // finished: a new job
+}
+
+TEST_F(QueueTest, PausedQueuesHandOutNothing) {
+  ASSERT_TRUE(Call<bool>([&](auto cb) { queue_->SetPaused("default", true, cb); }).ok());
+  Enqueue("t");
+  EXPECT_TRUE(Dequeue().empty());
+  auto stats = queue_->Stats();
+  EXPECT_TRUE(stats->at("default").paused);
+  EXPECT_EQ(stats->at("default").states.at(JobState::kReady), 1);
+  ASSERT_TRUE(Call<bool>([&](auto cb) { queue_->SetPaused("default", false, cb); }).ok());
+  EXPECT_EQ(Dequeue().size(), 1u);
+}
+
+TEST_F(QueueTest, WaitAnswersWhenTheJobFinishes) {
+  Job j = Enqueue("t");
+  std::optional<Result<Job>> waited;
+  queue_->Wait(j.id, 60'000, [&](Result<Job> r) { waited.emplace(std::move(r)); });
+  EXPECT_FALSE(waited.has_value());
+  ASSERT_TRUE(Complete(Dequeue().at(0)).ok());
+  PumpUntil([&] { return waited.has_value(); });
+  EXPECT_EQ((*waited)->state, JobState::kSuccessful);
+}
+
+TEST_F(QueueTest, RestartKeepsEveryJobInItsState) {
+  Job ready = Enqueue("ready");
+  Job running_q = Enqueue("running", 10);
+  Job running = Dequeue().at(0);
+  ASSERT_EQ(running.id, running_q.id);
+  Job done_q = Enqueue("done", 10);
+  ASSERT_TRUE(Complete(Dequeue().at(0)).ok());
+  queue_->Stop();
+  Open();
+  EXPECT_EQ(StateOf(ready.id), JobState::kReady);
+  EXPECT_EQ(StateOf(running.id), JobState::kRunning);
+  EXPECT_EQ(StateOf(done_q.id), JobState::kSuccessful);
+  // The running job's lease survives the restart: its worker can still finish it.
+  ASSERT_TRUE(Complete(running).ok());
+  std::vector<Job> rest = Dequeue(10);
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].id, ready.id);
+  Job next = Enqueue("after");
+  EXPECT_GT(next.seq, ready.seq);
+}
+
+TEST_F(QueueTest, MissedScheduleSlotsRunOnceAcrossRestarts) {
+  auto cron = CronSchedule::Parse("*/10 * * * *");
+  ASSERT_TRUE(cron.ok());
+  JobQueue::Schedule s{"tick", *cron, Job()};
+  s.job.task = "tick";
+  Open({s});  // first sight: no catch-up, just the next slot
+  PumpUntil([&] { return true; });
+  auto stats = queue_->Stats();
+  EXPECT_EQ(stats->count("default"), 0u);
+  // Pretend the gateway was down across a slot.
+  queue_->Stop();
+  clock_.Advance(int64_t{3600} * 1'000'000);
+  Open({s});
+  PumpUntil([&] { return queue_->Stats()->count("default") == 1; });
+  EXPECT_EQ(queue_->Stats()->at("default").states.at(JobState::kReady), 1);
+  queue_->Stop();
+  Open({s});  // same slot again: nothing new
+  PumpUntil([&] { return true; });
+  EXPECT_EQ(queue_->Stats()->at("default").states.at(JobState::kReady), 1);
+  // The next slot arrives through the timer.
+  const int64_t next = *cron->Next(clock_.NowUnixMicros() / 1000);
+  clock_.Advance((next - clock_.NowUnixMicros() / 1000) * 1000);
+  queue_->OnTimer();
+  PumpUntil([&] { return queue_->Stats()->at("default").states[JobState::kReady] == 2; });
+}
+
+TEST(CronTest, ParsesAndFindsSlots) {
+  auto every5 = CronSchedule::Parse("*/5 * * * *");
+  ASSERT_TRUE(every5.ok());
+  const int64_t t = 1'700'000'123'456;  // 2023-11-14T22:15:23.456Z
+  EXPECT_EQ(*every5->Next(t), 1'700'000'400'000);  // 22:20
+  EXPECT_EQ(*every5->Previous(t), 1'700'000'100'000);  // 22:15
+  auto daily = CronSchedule::Parse("30 3 * * *");
+  EXPECT_EQ(*daily->Next(t) % 86'400'000, (3 * 60 + 30) * 60'000);
+  auto weekdays = CronSchedule::Parse("0 9 * * 1-5");
+  ASSERT_TRUE(weekdays.ok());
+  EXPECT_FALSE(CronSchedule::Parse("* * *").ok());
+  EXPECT_FALSE(CronSchedule::Parse("60 * * * *").ok());
+  EXPECT_FALSE(CronSchedule::Parse("*/0 * * * *").ok());
+  EXPECT_FALSE(CronSchedule::Parse("0 0 31 2 *")->Next(t).has_value());
+}
+
+}  // namespace
+}  // namespace services::queue
