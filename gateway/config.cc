@@ -1,11 +1,14 @@
 #include "gateway/config.h"
 
+#include <msgpack.hpp>
 #include <toml++/toml.h>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+
+#include "services/queue/cron.h"
 
 namespace gateway {
 namespace {
@@ -138,6 +141,9 @@ class TableReader {
     *out = Absolute(value, base);
     return Status::Ok();
   }
+
+  // The raw node of `key` (marked as read), or nullptr when absent.
+  const toml::node* Raw(std::string_view key) { return Get(key); }
 
   // A nested table, or nullptr when absent. Fails when the key holds something else.
   Result<const toml::table*> Table(std::string_view key) {
@@ -280,6 +286,108 @@ Status ReadReplica(TableReader& r, const std::string& dir, ReplicaConfig* p) {
   return r.Finish();
 }
 
+// Appends `node` as msgpack to `out`; TOML dates and times become ISO strings.
+void TomlToMsgpack(const toml::node& node, msgpack::packer<msgpack::sbuffer>* out) {
+  if (const toml::array* a = node.as_array()) {
+    out->pack_array(static_cast<uint32_t>(a->size()));
+    for (const toml::node& item : *a) TomlToMsgpack(item, out);
+  } else if (const toml::table* t = node.as_table()) {
+    out->pack_map(static_cast<uint32_t>(t->size()));
+    for (auto&& [k, v] : *t) {
+      out->pack(std::string(k.str()));
+      TomlToMsgpack(v, out);
+    }
+  } else if (node.is_string()) {
+    out->pack(node.as_string()->get());
+  } else if (node.is_integer()) {
+    out->pack(node.as_integer()->get());
+  } else if (node.is_floating_point()) {
+    out->pack(node.as_floating_point()->get());
+  } else if (node.is_boolean()) {
+    out->pack(node.as_boolean()->get());
+  } else {
+    std::ostringstream text;
+    node.visit([&](auto&& v) { text << v; });
+    out->pack(text.str());
+  }
+}
+
+std::string TomlText(const toml::node& node) {
+  std::ostringstream text;
+  if (const toml::table* t = node.as_table()) {
+    // Inline, so the printed config stays one line per key.
+    text << "{";
+    bool first = true;
+    for (auto&& [k, v] : *t) {
+      text << (first ? " " : ", ") << k.str() << " = " << TomlText(v);
+      first = false;
+    }
+    text << (first ? "}" : " }");
+  } else {
+    node.visit([&](auto&& v) { text << v; });
+  }
+  return text.str();
+}
+
+Status ReadSchedule(TableReader& r, ScheduleConfig* s) {
+  GW_RETURN_IF_ERROR(r.Str("name", &s->name));
+  GW_RETURN_IF_ERROR(r.Str("cron", &s->cron));
+  GW_RETURN_IF_ERROR(r.Str("task", &s->task));
+  GW_RETURN_IF_ERROR(r.Str("queue", &s->queue));
+  GW_RETURN_IF_ERROR(r.Int("priority", &s->priority, -100, 100));
+  GW_RETURN_IF_ERROR(r.Int("max_attempts", &s->max_attempts, 1, 1000));
+  for (const char* key : {"name", "cron", "task"}) {
+    std::string value;
+    GW_RETURN_IF_ERROR(r.Str(key, &value));
+    if (value.empty()) return r.Error(nullptr, key, "is required");
+  }
+  Result<services::queue::CronSchedule> cron = services::queue::CronSchedule::Parse(s->cron);
+  if (!cron.ok()) return r.Error(r.Raw("cron"), "cron", cron.status().message());
+  struct {
+    const char* key;
+    bool want_array;
+    std::string* bytes;
+    std::string* text;
+  } const payloads[] = {{"args", true, &s->args_msgpack, &s->args_toml},
+                        {"kwargs", false, &s->kwargs_msgpack, &s->kwargs_toml}};
+  for (const auto& pl : payloads) {
+    const toml::node* n = r.Raw(pl.key);
+    if (n == nullptr) continue;
+    if (pl.want_array ? !n->is_array() : !n->is_table()) {
+      return r.Error(n, pl.key, pl.want_array ? "must be an array" : "must be a table");
+    }
+    msgpack::sbuffer buf;
+    msgpack::packer<msgpack::sbuffer> packer(buf);
+    TomlToMsgpack(*n, &packer);
+    pl.bytes->assign(buf.data(), buf.size());
+    *pl.text = TomlText(*n);
+  }
+  return r.Finish();
+}
+
+Status ReadQueue(TableReader& r, const std::string& file, const EnvLookup& env, QueueConfig* q) {
+  const toml::node* n = r.Raw("schedule");
+  if (n != nullptr) {
+    const toml::array* list = n->as_array();
+    if (list == nullptr || !list->is_array_of_tables()) {
+      return r.Error(n, "schedule", "must be written as [[queue.schedule]] tables");
+    }
+    for (size_t i = 0; i < list->size(); ++i) {
+      TableReader sub((*list)[i].as_table(), "queue.schedule[" + std::to_string(i) + "]", file, env);
+      ScheduleConfig s;
+      GW_RETURN_IF_ERROR(ReadSchedule(sub, &s));
+      for (const ScheduleConfig& other : q->schedules) {
+        if (other.name == s.name) {
+          return sub.Error((*list)[i].as_table()->get("name"), "name",
+                           "\"" + s.name + "\" is used by two schedules; names must be unique");
+        }
+      }
+      q->schedules.push_back(std::move(s));
+    }
+  }
+  return r.Finish();
+}
+
 Status ReadRoot(const toml::table& root, Config* c, const EnvLookup& env) {
   TableReader top(&root, "", c->file, env);
   struct Section {
@@ -295,6 +403,7 @@ Status ReadRoot(const toml::table& root, Config* c, const EnvLookup& env) {
          GW_RETURN_IF_ERROR(r.OneOf("on_boot", &c->restore.on_boot, {"if-missing", "never"}));
          return r.Finish();
        }},
+      {"queue", [&](TableReader& r) { return ReadQueue(r, c->file, env, &c->queue_config); }},
       {"exec",
        [&](TableReader& r) {
          GW_RETURN_IF_ERROR(r.StrList("command", &c->exec.command));
@@ -375,6 +484,17 @@ std::string FormatConfig(const Config& c) {
     << "secret_access_key = " << Quote(secret(c.replica.secret_access_key)) << "\n"
     << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n\n";
   o << "[restore]\non_boot = " << Quote(c.restore.on_boot) << "\n\n";
+  for (const ScheduleConfig& s : c.queue_config.schedules) {
+    o << "[[queue.schedule]]\n"
+      << "name = " << Quote(s.name) << "\n"
+      << "cron = " << Quote(s.cron) << "\n"
+      << "task = " << Quote(s.task) << "\n"
+      << "queue = " << Quote(s.queue) << "\n"
+      << "args = " << s.args_toml << "\n"
+      << "kwargs = " << s.kwargs_toml << "\n"
+      << "priority = " << s.priority << "\n"
+      << "max_attempts = " << s.max_attempts << "\n\n";
+  }
   o << "[exec]\ncommand = [";
   for (size_t i = 0; i < c.exec.command.size(); ++i) {
     o << (i > 0 ? ", " : "") << Quote(c.exec.command[i]);

@@ -50,6 +50,24 @@ struct RestoreConfig {
   std::string on_boot = "if-missing";  // if-missing | never
 };
 
+// One [[queue.schedule]] entry: a task the gateway enqueues at every slot of a cron expression.
+struct ScheduleConfig {
+  std::string name;  // unique; identifies the schedule across restarts
+  std::string cron;  // five fields, UTC
+  std::string task;
+  std::string queue = "default";
+  std::string args_msgpack = std::string("\x90", 1);    // msgpack array
+  std::string kwargs_msgpack = std::string("\x80", 1);  // msgpack map
+  std::string args_toml = "[]";                         // as written, for check-config
+  std::string kwargs_toml = "{}";
+  int64_t priority = 0;
+  int64_t max_attempts = 1;
+};
+
+struct QueueConfig {
+  std::vector<ScheduleConfig> schedules;
+};
+
 struct ExecConfig {
   std::vector<std::string> command;  // empty = run no app server
 };
@@ -65,6 +83,7 @@ struct Config {
   ReplicaConfig replica;
   RestoreConfig restore;
   ExecConfig exec;
+  QueueConfig queue_config;
 };
 
 // Reads and validates `path`. Errors carry "file:line:" and name the offending key or variable.

@@ -15,6 +15,7 @@
 #include "services/cache/cache_reader.h"
 #include "services/cache/cache_writer.h"
 #include "services/databases.h"
+#include "services/queue/job_queue.h"
 
 namespace gateway {
 namespace {
@@ -130,6 +131,23 @@ int RunServer(const Config& config) {
     server_services.databases = dbs->get();
     server_services.cache_reader = cache_reader->get();
     server_services.cache_writer = cache_writer->get();
+    std::vector<services::queue::JobQueue::Schedule> schedules;
+    for (const ScheduleConfig& sc : config.queue_config.schedules) {
+      services::queue::JobQueue::Schedule s{sc.name, *services::queue::CronSchedule::Parse(sc.cron),
+                                            services::queue::Job()};
+      s.job.task = sc.task;
+      s.job.queue = sc.queue;
+      s.job.args = sc.args_msgpack;
+      s.job.kwargs = sc.kwargs_msgpack;
+      s.job.priority = sc.priority;
+      s.job.max_attempts = sc.max_attempts;
+      schedules.push_back(std::move(s));
+    }
+    server_services.open_queue = [&config, clock, schedules](
+                                     services::queue::JobQueue::Hooks hooks) {
+      return services::queue::JobQueue::Open(config.queue.path, config.sqlite, clock,
+                                             std::move(hooks), schedules);
+    };
     Server server(config, server_services, clock);
     st = server.Run();
   }

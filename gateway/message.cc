@@ -103,6 +103,12 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "value_too_large";
     case ErrorCode::kStorageError:
       return "storage_error";
+    case ErrorCode::kJobNotFound:
+      return "job_not_found";
+    case ErrorCode::kLeaseLost:
+      return "lease_lost";
+    case ErrorCode::kInvalidState:
+      return "invalid_state";
   }
   return "internal";
 }

@@ -28,6 +28,10 @@ enum class ErrorCode : uint32_t {
   kOutOfRange = 18,
   kValueTooLarge = 19,
   kStorageError = 20,
+  // Queue ops.
+  kJobNotFound = 32,
+  kLeaseLost = 33,
+  kInvalidState = 34,
 };
 std::string_view ErrorCodeName(ErrorCode code);
 

@@ -54,6 +54,8 @@ class Reply {
   void Error(ErrorCode code, std::string_view message);
 
   uint64_t id() const { return id_; }
+  // False once the connection this reply would go to has closed.
+  bool connected() const { return !sink_.expired(); }
   const std::string& op() const { return op_; }
 
  private:

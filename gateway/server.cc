@@ -20,7 +20,7 @@ constexpr int64_t kCheckpointWalBytes = 4 << 20;
 }  // namespace
 
 Server::Server(const Config& config, ServerServices services, services::Clock* clock)
-    : config_(config), databases_(services.databases), clock_(clock) {
+    : config_(config), databases_(services.databases), clock_(clock), services_(services) {
   uv_loop_init(&loop_);
   loop_.data = this;
   tasks_ = std::make_unique<LoopTasks>(&loop_);
@@ -41,6 +41,10 @@ Server::Server(const Config& config, ServerServices services, services::Clock* c
                                             tasks_.get(), clock_, cache);
     cache_ops_->Register(&ops_);
   }
+  if (services.open_queue) {
+    queue_ops_ = std::make_unique<QueueOps>(&loop_, tasks_.get(), clock_);
+    queue_ops_->Register(&ops_);
+  }
   metrics_ = std::make_unique<Metrics>(ops_.Names());
   core_env_.metrics = metrics_.get();
 }
@@ -48,6 +52,7 @@ Server::Server(const Config& config, ServerServices services, services::Clock* c
 Server::~Server() {
   // Run() closed every handle; this lets libuv free the loop's own resources.
   tasks_->Close();
+  if (queue_ops_) queue_ops_->Close();
   uv_run(&loop_, UV_RUN_DEFAULT);
   uv_loop_close(&loop_);
 }
@@ -85,7 +90,17 @@ Status Server::Run() {
   shutdown_timer_.data = checkpoint_timer_.data = this;
   checkpoint_req_.data = this;
 
-  Status st = Listen();
+  Status st;
+  if (queue_ops_) {
+    services::Result<std::unique_ptr<services::queue::JobQueue>> queue =
+        services_.open_queue(queue_ops_->Hooks());
+    if (queue.ok()) {
+      queue_ops_->Attach(std::move(*queue));
+    } else {
+      st = queue.status();
+    }
+  }
+  if (st.ok()) st = Listen();
   if (!st.ok()) {
     CloseHandles();
     uv_run(&loop_, UV_RUN_DEFAULT);
@@ -187,6 +202,7 @@ void Server::CloseHandles() {
   if (handles_closed_) return;
   handles_closed_ = true;
   tasks_->Close();
+  if (queue_ops_) queue_ops_->Close();
   if (listening_) {
     uv_close(reinterpret_cast<uv_handle_t*>(&listener_), nullptr);
     listening_ = false;

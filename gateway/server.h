@@ -23,6 +23,7 @@
 #include "gateway/op_table.h"
 #include "gateway/ops_cache.h"
 #include "gateway/ops_core.h"
+#include "gateway/ops_queue.h"
 #include "services/clock.h"
 #include "services/databases.h"
 
@@ -34,6 +35,10 @@ struct ServerServices {
   services::Databases* databases = nullptr;
   services::cache::CacheReader* cache_reader = nullptr;
   services::cache::CacheWriter* cache_writer = nullptr;
+  // Opens the job queue with the hooks the server provides; called by Run() before listening.
+  std::function<services::Result<std::unique_ptr<services::queue::JobQueue>>(
+      services::queue::JobQueue::Hooks)>
+      open_queue;
 };
 
 class Server final : public ConnectionOwner {
@@ -73,6 +78,8 @@ class Server final : public ConnectionOwner {
   uv_loop_t loop_;
   std::unique_ptr<LoopTasks> tasks_;
   std::unique_ptr<CacheOps> cache_ops_;
+  std::unique_ptr<QueueOps> queue_ops_;
+  ServerServices services_;
   uv_pipe_t listener_;
   uv_signal_t sigint_;
   uv_signal_t sigterm_;

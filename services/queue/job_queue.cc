@@ -133,6 +133,11 @@ void JobQueue::Place(Active* a) {
   }
   ready_[j.queue].insert({-j.priority, j.seq, j.id});
   a->in_ready = true;
+  // Ready since now, unless it was due well before (a job that waited through a restart, or a
+  // run_after timer that fired late): then since its due time.
+  const int64_t due_us = std::max(j.enqueued_at_ms, j.run_after_ms.value_or(0)) * 1000;
+  const int64_t now_us = clock_->NowUnixMicros();
+  a->ready_since_us = due_us + 1000 > now_us ? now_us : due_us;
 }
 
 void JobQueue::EndTransition(Active* a, Phase phase) {
@@ -285,7 +290,7 @@ void JobQueue::Claim(std::vector<std::string> ids, DequeueRequest request,
         return Status::Ok();
       },
       [this, claimed, done](const Status& st) {
-        const int64_t at = NowMs();
+        const int64_t at_us = clock_->NowUnixMicros();
         for (const Job& j : *claimed) {
           Active& a = active_.at(j.id);
           if (!st.ok()) {
@@ -294,8 +299,7 @@ void JobQueue::Claim(std::vector<std::string> ids, DequeueRequest request,
             continue;
           }
           std::deque<double>& samples = pickup_samples_[j.queue];
-          const int64_t ready_since = std::max(a.job.enqueued_at_ms, a.job.run_after_ms.value_or(0));
-          samples.push_back(static_cast<double>(at - ready_since) / 1000.0);
+          samples.push_back(static_cast<double>(at_us - a.ready_since_us) / 1e6);
           if (samples.size() > kLatencySamples) samples.pop_front();
           a.job = j;
           AddTimer(*j.lease_expires_at_ms, {TimerKind::kLease, j.id});

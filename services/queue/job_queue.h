@@ -116,6 +116,7 @@ class JobQueue {
     Job job;
     Phase phase = Phase::kCommitting;
     bool in_ready = false;
+    int64_t ready_since_us = 0;  // when it last became ready, for pickup latency
     std::vector<std::function<void()>> deferred;
   };
   struct ReadyKey {

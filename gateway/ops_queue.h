@@ -1,0 +1,57 @@
+// QueueOps: the queue.* rows of the op table (PROTOCOL.md "Queue operations").
+//
+// Op glue: decodes arguments into services::queue types, calls JobQueue, and packs jobs back.
+// Also the JobQueue's bridge to the event loop: its timer requests become a uv_timer, and its
+// writer's completions come back through LoopTasks.
+// Threads: loop thread only.
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+
+#include "gateway/loop_tasks.h"
+#include "gateway/op_table.h"
+#include "services/clock.h"
+#include "services/queue/job_queue.h"
+
+namespace gateway {
+
+class QueueOps {
+ public:
+  QueueOps(uv_loop_t* loop, LoopTasks* tasks, const services::Clock* clock);
+
+  // The hooks to open the JobQueue with; valid as long as this object.
+  services::queue::JobQueue::Hooks Hooks();
+  // Takes the opened queue; ops answer `internal` until this is called.
+  void Attach(std::unique_ptr<services::queue::JobQueue> queue) { queue_ = std::move(queue); }
+  void Register(OpTable* table);
+  // Closes the timer (loop thread, at shutdown); the JobQueue is stopped on destruction.
+  void Close();
+
+ private:
+  static void OnTimer(uv_timer_t* timer);
+
+  void Enqueue(const Args& args, Reply reply);
+  void EnqueueMany(const Args& args, Reply reply);
+  void Dequeue(const Args& args, Reply reply);
+  void Heartbeat(const Args& args, Reply reply);
+  void Complete(const Args& args, Reply reply);
+  void Fail(const Args& args, Reply reply);
+  void Cancel(const Args& args, Reply reply);
+  void Get(const Args& args, Reply reply);
+  void Wait(const Args& args, Reply reply);
+  void Stats(Reply reply);
+  void Pause(const Args& args, Reply reply, bool paused);
+  void RetryFailed(const Args& args, Reply reply);
+  void Prune(const Args& args, Reply reply);
+  bool Ready(Reply& reply);
+
+  uv_timer_t timer_;
+  LoopTasks* tasks_;
+  const services::Clock* clock_;
+  std::unique_ptr<services::queue::JobQueue> queue_;
+  bool closed_ = false;
+};
+
+}  // namespace gateway
