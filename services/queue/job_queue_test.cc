@@ -181,7 +181,8 @@ TEST_F(QueueTest, AnExpiredLeaseIsAFailedAttemptAndTheLateCompleteIsRefused) {
   Job queued = EnqueueJob(j);
   Job first = Dequeue(1, 0, 1000).at(0);
   Advance(1000);  // the worker died: no heartbeat
-  PumpUntil([&] { return StateOf(queued.id) != JobState::kRunning; });
+  // Wait for the in-memory index, not just the database, to see the attempt end.
+  PumpUntil([&] { return queue_->Stats()->at("default").states[JobState::kRunning] == 0; });
   Advance(10);
   Job second = Dequeue().at(0);
   EXPECT_EQ(second.attempts, 2);
