@@ -94,8 +94,12 @@ void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
     self->Close();
     return;
   }
-  // The client closed its side; answer what it already sent, then close.
-  self->Drain();
+  // The client closed its side: send the replies already made, then close. Requests still being
+  // worked on finish (a write still commits) but their replies are dropped, and a waiting
+  // dequeue is abandoned rather than handed a job nobody will run.
+  self->close_after_flush_ = true;
+  self->Flush();
+  self->UpdateState();
 }
 
 void Connection::ProcessInput() {

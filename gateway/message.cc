@@ -2,6 +2,8 @@
 
 #include <msgpack/v2/null_visitor.hpp>
 
+#include <cstring>
+
 #include "gateway/frame_decoder.h"
 
 namespace gateway {
@@ -170,6 +172,16 @@ std::variant<Request, RequestError> DecodeRequest(std::string_view payload) {
   req.op.assign(a.ptr[1].via.str.ptr, a.ptr[1].via.str.size);
   req.args = a.ptr[2];
   return req;
+}
+
+void PackFloat64(Packer& p, double d) {
+  uint64_t bits = 0;
+  std::memcpy(&bits, &d, sizeof bits);
+  char buf[9];
+  buf[0] = static_cast<char>(0xcb);
+  for (int i = 0; i < 8; ++i) buf[1 + i] = static_cast<char>((bits >> (56 - 8 * i)) & 0xff);
+  // pack_str_body appends bytes as they are, with no header: exactly the encoding built above.
+  p.pack_str_body(buf, sizeof buf);
 }
 
 size_t BeginFrame(std::string* out) {

@@ -68,6 +68,10 @@ class StringSink {
 };
 using Packer = msgpack::packer<StringSink>;
 
+// Packs `d` as a msgpack float 64. msgpack-c's pack_double writes whole numbers as integers,
+// but the protocol promises floats for times and durations, so the encoding is written here.
+void PackFloat64(Packer& p, double d);
+
 // Appends a whole response frame [id, status, body] to `out`. Returns the frame's size.
 // `pack_body` must pack exactly one msgpack value.
 template <typename PackBody>

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <cmath>
 #include <memory>
 #include <unordered_set>
 
@@ -120,9 +121,7 @@ void CacheOps::Register(OpTable* table) {
               write(CacheOp::kSetMany, PackEmptyArray)});
   table->Add({"cache.add", {key, value, timeout, cull}, write(CacheOp::kAdd, PackFlag)});
   table->Add({"cache.touch", {key, timeout}, write(CacheOp::kTouch, PackFlag)});
-  table->Add({"cache.expire",
-              {key, {"timeout", ArgType::kFloat, true}},
-              write(CacheOp::kExpire, PackFlag)});
+  table->Add({"cache.expire", {key, timeout}, write(CacheOp::kExpire, PackFlag)});
   table->Add({"cache.persist", {key}, write(CacheOp::kPersist, PackFlag)});
   table->Add({"cache.delete", {key}, write(CacheOp::kDelete, PackFlag)});
   table->Add({"cache.delete_many",
@@ -186,7 +185,15 @@ bool CacheOps::DecodeWrite(CacheOp op, const Args& args, Reply& reply, CacheWrit
     w->value = CacheValue::Bytes(std::string(Bytes(*t)));
   }
   if (std::optional<double> timeout = args.Float("timeout")) {
-    w->expiry = Expiry::After(*timeout, now);
+    if (std::isnan(*timeout)) {
+      reply.Error(ErrorCode::kBadArgument, "'timeout' is NaN; give seconds, or nil for never");
+      return false;
+    }
+    if (std::isinf(*timeout) && *timeout > 0) {
+      w->expiry = Expiry::Never();
+    } else {
+      w->expiry = Expiry::After(*timeout, now);
+    }
     if ((op == CacheOp::kLock) && !(*timeout > 0)) {
       reply.Error(ErrorCode::kBadArgument, "a lock timeout must be more than 0 seconds");
       return false;
@@ -343,7 +350,7 @@ void CacheOps::Ttl(const Args& args, Reply reply) {
     } else if (!ttl->expires_at_ms) {
       p.pack_nil();
     } else {
-      p.pack_double(static_cast<double>(*ttl->expires_at_ms - now) / 1000.0);
+      PackFloat64(p, static_cast<double>(*ttl->expires_at_ms - now) / 1000.0);
     }
   });
 }

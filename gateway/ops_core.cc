@@ -83,7 +83,7 @@ void Stats(const CoreOpsEnv* env, Reply reply) {
   reply.Ok([&](Packer& p) {
     p.pack_map(env->databases != nullptr ? 9 : 8);
     PackStr(p, "uptime_seconds");
-    p.pack_double(uptime);
+    PackFloat64(p, uptime);
     PackStr(p, "connections");
     p.pack_int64(m.connections_open);
     PackStr(p, "connections_total");

@@ -36,7 +36,7 @@ void PackStr(Packer& p, std::string_view s) {
 
 void PackTime(Packer& p, const std::optional<int64_t>& ms) {
   if (ms) {
-    p.pack_double(static_cast<double>(*ms) / 1000.0);
+    PackFloat64(p, static_cast<double>(*ms) / 1000.0);
   } else {
     p.pack_nil();
   }
@@ -465,7 +465,7 @@ void QueueOps::Stats(Reply reply) {
       }
       PackStr(p, "oldest_ready_age");
       if (q.oldest_ready_age) {
-        p.pack_double(*q.oldest_ready_age);
+        PackFloat64(p, *q.oldest_ready_age);
       } else {
         p.pack_nil();
       }
@@ -474,11 +474,11 @@ void QueueOps::Stats(Reply reply) {
       PackStr(p, "count");
       p.pack_int64(q.pickup.count);
       PackStr(p, "p50");
-      p.pack_double(q.pickup.p50);
+      PackFloat64(p, q.pickup.p50);
       PackStr(p, "p99");
-      p.pack_double(q.pickup.p99);
+      PackFloat64(p, q.pickup.p99);
       PackStr(p, "max");
-      p.pack_double(q.pickup.max);
+      PackFloat64(p, q.pickup.max);
     }
   });
 }

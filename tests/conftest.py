@@ -21,6 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway_harness import GatewayProcess, kill_all, merge_config
 
+# The GatewayCache suite has its own conftest and settings; tests/test_cache_django.py runs it in
+# a separate process per Django version, so this run must not collect (or configure) it.
+collect_ignore = ["django_cache_project"]
+
 # sockaddr_un.sun_path holds 108 bytes; pytest's tmp_path can be longer with long test names.
 _MAX_SOCKET_DIR = 80
 

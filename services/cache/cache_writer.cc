@@ -132,7 +132,9 @@ void CacheWriter::Submit(CacheWrite write, Done done) {
 void CacheWriter::RecordAccess(std::vector<std::string> stored_keys, int64_t at_ms) {
   if (options_.eviction != Eviction::kLeastRecentlyUsed) return;
   std::lock_guard<std::mutex> lock(mu_);
+  const bool first = accesses_.empty();
   for (std::string& k : stored_keys) accesses_.emplace_back(std::move(k), at_ms);
+  if (first) cv_.notify_one();  // an idle writer sleeps with no deadline; give it one
 }
 
 CacheCounters CacheWriter::Counters() const {
@@ -155,36 +157,72 @@ void CacheWriter::Publish() {
 }
 
 void CacheWriter::Run() {
-  int64_t next_sweep = clock_->MonotonicMicros() + options_.sweep_interval_ms * 1000;
+  // When the next expiry sweep is due (monotonic us); nullopt while nothing can expire, so an
+  // idle cache sleeps until a write arrives instead of waking up every interval.
+  std::optional<int64_t> next_sweep = NextSweep();
   std::vector<Pending> batch;
-  std::vector<std::pair<std::string, int64_t>> accesses;
   for (;;) {
     bool stop = false;
+    bool flush_accesses = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      const int64_t wait_us = next_sweep - clock_->MonotonicMicros();
-      if (queue_.empty() && !stopping_ && wait_us > 0) {
-        cv_.wait_for(lock, std::chrono::microseconds(wait_us));
+      std::optional<int64_t> due = next_sweep;
+      if (!accesses_.empty()) {
+        const int64_t flush_at = clock_->MonotonicMicros() + options_.sweep_interval_ms * 1000;
+        due = due ? std::min(*due, flush_at) : flush_at;
+      }
+      auto ready = [&] {
+        return !queue_.empty() || stopping_ || (!due && !accesses_.empty());
+      };
+      if (!ready()) {
+        if (!due) {
+          cv_.wait(lock, ready);
+        } else if (*due > clock_->MonotonicMicros()) {
+          cv_.wait_for(lock, std::chrono::microseconds(*due - clock_->MonotonicMicros()), ready);
+        }
       }
       while (!queue_.empty() && batch.size() < options_.max_batch_ops) {
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      accesses.swap(accesses_);
       stop = stopping_ && queue_.empty();
+      flush_accesses = !accesses_.empty() && (stop || !due || *due <= clock_->MonotonicMicros());
     }
     if (!batch.empty()) {
       ApplyBatch(&batch);
       batch.clear();
+      next_sweep = NextSweep();
     }
-    const int64_t now_us = clock_->MonotonicMicros();
-    if (now_us >= next_sweep || stop) {
-      if (!accesses.empty()) FlushAccessTimes(&accesses);
+    if (flush_accesses) {
+      std::vector<std::pair<std::string, int64_t>> accesses;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        accesses.swap(accesses_);
+      }
+      FlushAccessTimes(&accesses);
+    }
+    if (next_sweep && *next_sweep <= clock_->MonotonicMicros()) {
       SweepExpired(clock_->NowUnixMicros() / 1000);
-      next_sweep = now_us + options_.sweep_interval_ms * 1000;
+      next_sweep = NextSweep();
     }
     if (stop) return;
   }
+}
+
+std::optional<int64_t> CacheWriter::NextSweep() {
+  Result<Statement*> stmt =
+      db_->Cached("SELECT min(expires_at) FROM cache_entries WHERE expires_at IS NOT NULL");
+  if (!stmt.ok()) return clock_->MonotonicMicros() + options_.sweep_interval_ms * 1000;
+  Result<bool> row = (*stmt)->Step();
+  std::optional<int64_t> earliest_ms;
+  if (row.ok() && *row && !(*stmt)->ColumnIsNull(0)) earliest_ms = (*stmt)->ColumnInt(0);
+  (*stmt)->Reset();
+  if (!earliest_ms) return std::nullopt;
+  // Sweeps are batched: due at the earliest expiry, but never sooner than sweep_interval after
+  // the previous sweep.
+  const int64_t expiry_us =
+      clock_->MonotonicMicros() + (*earliest_ms - clock_->NowUnixMicros() / 1000) * 1000;
+  return std::max(expiry_us, last_sweep_us_ + options_.sweep_interval_ms * 1000);
 }
 
 void CacheWriter::ApplyBatch(std::vector<Pending>* batch) {
@@ -490,6 +528,7 @@ Status CacheWriter::EnforceBudget() {
 }
 
 void CacheWriter::SweepExpired(int64_t now) {
+  last_sweep_us_ = clock_->MonotonicMicros();
   // Small transactions, so a backlog of expired entries never holds up client writes for long.
   constexpr int kMaxSweepsPerTick = 20;
   for (int i = 0; i < kMaxSweepsPerTick; ++i) {

@@ -134,6 +134,8 @@ class CacheWriter {
   Status EnforceBudget();
   Result<int64_t> PagesInUse();
   void SweepExpired(int64_t now);
+  // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
+  std::optional<int64_t> NextSweep();
   void FlushAccessTimes(std::vector<std::pair<std::string, int64_t>>* accesses);
   void Publish();
 
@@ -154,6 +156,7 @@ class CacheWriter {
   int64_t page_size_ = 4096;
   int64_t entries_ = 0;
   int64_t bytes_ = 0;
+  int64_t last_sweep_us_ = INT64_MIN / 2;  // monotonic
 
   std::atomic<int64_t> pub_entries_{0}, pub_bytes_{0}, evictions_{0}, expirations_{0};
 };

@@ -309,6 +309,11 @@ void JobQueue::Claim(std::vector<std::string> ids, DequeueRequest request,
           Dispatch();
           return;
         }
+        // Answer with the stored jobs, which carry the history of earlier attempts as well.
+        for (Job& j : *claimed) {
+          Result<Job> stored = Reload(j.id);
+          if (stored.ok()) j = std::move(*stored);
+        }
         done(*claimed);
         for (const Job& j : *claimed) {
           auto it = active_.find(j.id);

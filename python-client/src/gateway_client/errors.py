@@ -22,12 +22,20 @@ __all__ = [
     "FrameTooLarge",
     "GatewayError",
     "InternalError",
+    "InvalidState",
+    "JobNotFound",
+    "KeyNotFound",
+    "LeaseLost",
+    "NotInteger",
+    "OutOfRange",
     "ProtocolError",
     "ServerError",
     "ShuttingDown",
+    "StorageError",
     "TimeoutError",
     "TooManyConnections",
     "UnknownOp",
+    "ValueTooLarge",
     "error_class_for_code",
     "server_error_from_body",
 ]
@@ -128,6 +136,57 @@ class InternalError(ServerError):
     default_code = "internal"
 
 
+class KeyNotFound(ServerError):
+    """``cache.incr`` found no live entry under the key."""
+
+    default_code = "key_not_found"
+
+
+class NotInteger(ServerError):
+    """``cache.incr`` found an entry whose value is not an integer."""
+
+    default_code = "not_integer"
+
+
+class OutOfRange(ServerError):
+    """``cache.incr`` would take the value outside a signed 64-bit integer."""
+
+    default_code = "out_of_range"
+
+
+class ValueTooLarge(ServerError):
+    """A cache value is over the server's ``[databases.cache] max_value_size``."""
+
+    default_code = "value_too_large"
+
+
+class StorageError(ServerError):
+    """The cache database failed (disk full, I/O error); nothing of the request was applied."""
+
+    default_code = "storage_error"
+
+
+class JobNotFound(ServerError):
+    """No job has this id (it may have been pruned)."""
+
+    default_code = "job_not_found"
+
+
+class LeaseLost(ServerError):
+    """The lease token is not the job's current lease: it expired, or the job was cancelled.
+
+    A worker that gets this must not report the job's outcome again; another attempt owns it.
+    """
+
+    default_code = "lease_lost"
+
+
+class InvalidState(ServerError):
+    """The job is not in a state where the operation applies (e.g. cancel of a finished job)."""
+
+    default_code = "invalid_state"
+
+
 _CLASS_BY_CODE: dict[str, type[ServerError]] = {
     cls.default_code: cls
     for cls in (
@@ -139,6 +198,14 @@ _CLASS_BY_CODE: dict[str, type[ServerError]] = {
         TooManyConnections,
         ShuttingDown,
         InternalError,
+        KeyNotFound,
+        NotInteger,
+        OutOfRange,
+        ValueTooLarge,
+        StorageError,
+        JobNotFound,
+        LeaseLost,
+        InvalidState,
     )
     if cls.default_code is not None
 }
