@@ -12,8 +12,8 @@ namespace {
 
 using services::Status;
 
-// The main database is written by Django with wal_autocheckpoint=0, so the gateway checkpoints it.
-// PASSIVE never waits for readers or writers; this often is enough to keep the WAL small.
+// Every connection runs with wal_autocheckpoint=0. Without a replica (which checkpoints as it
+// ships) this timer keeps the WALs small; PASSIVE never waits for readers or writers.
 constexpr uint64_t kCheckpointIntervalMs = 1000;
 constexpr int64_t kCheckpointWalBytes = 4 << 20;
 
@@ -218,8 +218,11 @@ void Server::CloseHandles() {
 void Server::OnCheckpointTimer(uv_timer_t* timer) {
   auto* self = static_cast<Server*>(timer->data);
   if (self->checkpoint_running_) return;
-  const services::DatabaseInfo info = self->databases_->CurrentInfo(services::DatabaseRole::kMain);
-  if (info.wal_bytes < kCheckpointWalBytes) return;
+  bool needed = false;
+  for (services::DatabaseRole role : services::kAllRoles) {
+    needed |= self->databases_->CurrentInfo(role).wal_bytes >= kCheckpointWalBytes;
+  }
+  if (!needed) return;
   self->checkpoint_running_ = true;
   uv_queue_work(&self->loop_, &self->checkpoint_req_, CheckpointWork, CheckpointDone);
 }
@@ -227,12 +230,16 @@ void Server::OnCheckpointTimer(uv_timer_t* timer) {
 void Server::CheckpointWork(uv_work_t* req) {
   // Runs on libuv's thread pool: a checkpoint reads and writes the database files.
   auto* self = static_cast<Server*>(req->data);
-  services::Result<services::CheckpointResult> r = self->databases_->CheckpointMain();
-  if (!r.ok()) {
-    Log(LogLevel::kWarn, "checkpoint_failed", {{"db", "main"}, {"error", r.status().ToString()}});
-  } else if (!r->busy) {
-    Log(LogLevel::kDebug, "checkpoint",
-        {{"db", "main"}, {"wal_frames", r->wal_frames}, {"copied_frames", r->checkpointed_frames}});
+  for (services::DatabaseRole role : services::kAllRoles) {
+    if (self->databases_->CurrentInfo(role).wal_bytes < kCheckpointWalBytes) continue;
+    services::Result<services::CheckpointResult> r = self->databases_->Checkpoint(role);
+    const std::string db(services::RoleName(role));
+    if (!r.ok()) {
+      Log(LogLevel::kWarn, "checkpoint_failed", {{"db", db}, {"error", r.status().ToString()}});
+    } else if (!r->busy) {
+      Log(LogLevel::kDebug, "checkpoint",
+          {{"db", db}, {"wal_frames", r->wal_frames}, {"copied_frames", r->checkpointed_frames}});
+    }
   }
 }
 

@@ -65,9 +65,6 @@ Result<std::unique_ptr<Databases>> Databases::Open(const DatabasePaths& paths,
     if (!db.ok()) return db.status().WithContext(name + " database");
 
     SqliteTuning t = tuning;
-    // Django processes commit to main with wal_autocheckpoint=0; the gateway checkpoints it, so
-    // a checkpoint never races the replication reader or starves behind a Django reader.
-    if (role == DatabaseRole::kMain) t.wal_autocheckpoint_pages = 0;
     // The cache evicts and refills all day; incremental vacuum lets it return space when its
     // budget shrinks.
     if (role == DatabaseRole::kCache) t.incremental_vacuum = true;
@@ -107,8 +104,8 @@ DatabaseInfo Databases::CurrentInfo(DatabaseRole role) const {
   return info;
 }
 
-Result<CheckpointResult> Databases::CheckpointMain() {
-  SqliteDb* db = dbs_[Index(DatabaseRole::kMain)].get();
+Result<CheckpointResult> Databases::Checkpoint(DatabaseRole role) {
+  SqliteDb* db = dbs_[Index(role)].get();
   int log_frames = 0;
   int done_frames = 0;
   int rc = sqlite3_wal_checkpoint_v2(db->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
@@ -118,7 +115,7 @@ Result<CheckpointResult> Databases::CheckpointMain() {
     r.busy = true;
     return r;
   }
-  if (rc != SQLITE_OK) return SqliteStatus(rc, db->raw(), "checkpoint main");
+  if (rc != SQLITE_OK) return SqliteStatus(rc, db->raw(), "checkpoint " + std::string(RoleName(role)));
   r.wal_frames = log_frames;
   r.checkpointed_frames = done_frames;
   return r;

@@ -5,8 +5,8 @@
 // only by the gateway; their schemas are versioned (schema.h).
 //
 // Threads: Open() and the destructor run on the thread that starts and stops the server.
-// Checkpoint() may run on any one thread at a time (it uses the main connection and nothing else
-// does after Open()). Info() is safe from any thread: it reads values fixed at Open() and file
+// Checkpoint() may run on any one thread at a time (it uses the connections opened here, which
+// nothing else uses after Open()). Info() is safe from any thread: it reads values fixed at Open() and file
 // sizes.
 #pragma once
 
@@ -59,9 +59,10 @@ class Databases {
   // Info with the file sizes read now.
   DatabaseInfo CurrentInfo(DatabaseRole role) const;
 
-  // PRAGMA wal_checkpoint(PASSIVE) on the main database: copies what it can without waiting for
-  // readers or writers. Blocks on disk; never call it on the event loop thread.
-  Result<CheckpointResult> CheckpointMain();
+  // PRAGMA wal_checkpoint(PASSIVE): copies what it can without waiting for readers or writers.
+  // For deployments without a replica (the replicator checkpoints otherwise). Blocks on disk;
+  // never call it on the event loop thread.
+  Result<CheckpointResult> Checkpoint(DatabaseRole role);
 
   SqliteDb* db(DatabaseRole role) { return dbs_[Index(role)].get(); }
 

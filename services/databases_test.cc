@@ -34,7 +34,7 @@ TEST(DatabasesTest, CreatesTunedWalDatabases) {
     EXPECT_EQ(info.pragmas.temp_store, 2);
     EXPECT_GT((*set)->CurrentInfo(role).size_bytes, 0);
   }
-  EXPECT_EQ((*set)->Info(DatabaseRole::kMain).pragmas.wal_autocheckpoint, 0);
+  for (DatabaseRole role : kAllRoles) EXPECT_EQ((*set)->Info(role).pragmas.wal_autocheckpoint, 0);
   EXPECT_EQ((*set)->Info(DatabaseRole::kMain).user_version, 0);
   EXPECT_GE((*set)->Info(DatabaseRole::kCache).user_version, 1);
   EXPECT_GE((*set)->Info(DatabaseRole::kQueue).user_version, 1);
@@ -69,7 +69,7 @@ TEST(DatabasesTest, CheckpointMainCopiesForeignWrites) {
                   ->Exec("PRAGMA wal_autocheckpoint=0; CREATE TABLE t(x);"
                          "INSERT INTO t VALUES (randomblob(100000))")
                   .ok());
-  auto r = (*set)->CheckpointMain();
+  auto r = (*set)->Checkpoint(DatabaseRole::kMain);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_FALSE(r->busy);
   EXPECT_GT(r->wal_frames, 0);

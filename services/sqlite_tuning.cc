@@ -1,10 +1,15 @@
 #include "services/sqlite_tuning.h"
 
+#include <sqlite3.h>
+
 #include <string>
 
 namespace services {
 
 Status ApplyTuning(SqliteDb* db, const SqliteTuning& t) {
+  // Closing a connection must not checkpoint: the replicator is the only checkpointer, and a
+  // checkpoint it did not run would force a new replica generation after every restart.
+  sqlite3_db_config(db->raw(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   // busy_timeout first: the journal_mode switch below may have to wait for other connections.
   GW_RETURN_IF_ERROR(db->Exec("PRAGMA busy_timeout = " + std::to_string(t.busy_timeout_ms)));
   if (t.incremental_vacuum) GW_RETURN_IF_ERROR(db->Exec("PRAGMA auto_vacuum = INCREMENTAL"));

@@ -19,9 +19,10 @@ struct SqliteTuning {
   int64_t mmap_size = 128ll << 20;
   int64_t journal_size_limit = 64ll << 20;
   int64_t cache_size_kib = 32 * 1024;  // applied as PRAGMA cache_size = -KiB
-  // Pages of WAL after which a commit on this connection checkpoints; 0 disables it (the gateway
-  // checkpoints the main database itself, because other processes write it).
-  int64_t wal_autocheckpoint_pages = 1000;
+  // Pages of WAL after which a commit on this connection checkpoints. 0: the gateway checkpoints
+  // every database itself (the replicator, or the server's checkpoint timer without a replica),
+  // so no checkpoint ever runs that replication did not plan.
+  int64_t wal_autocheckpoint_pages = 0;
   // Sets auto_vacuum = INCREMENTAL on a new, empty database (it cannot change once tables exist
   // without a VACUUM), so freed pages can be given back to the filesystem.
   bool incremental_vacuum = false;

@@ -1,0 +1,231 @@
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+
+#include <unistd.h>
+
+#include <fstream>
+#include <future>
+
+#include "replica/file_client.h"
+#include "replica/replica_format.h"
+#include "replica/replicator.h"
+#include "replica/restore.h"
+#include "replica/wal_reader.h"
+#include "services/sqlite_db.h"
+#include "services/test_util.h"
+
+namespace replica {
+namespace {
+
+using services::SqliteDb;
+
+std::unique_ptr<SqliteDb> OpenWriter(const std::string& path) {
+  auto db = SqliteDb::Open(path, SqliteDb::Mode::kReadWriteCreate);
+  EXPECT_TRUE(db.ok()) << db.status().ToString();
+  // Like a Django process: WAL, no automatic checkpoints, and no checkpoint when it closes.
+  EXPECT_TRUE((*db)->Exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;").ok());
+  sqlite3_db_config((*db)->raw(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
+  return std::move(*db);
+}
+
+int64_t Count(const std::string& path, const std::string& table = "t") {
+  auto db = SqliteDb::Open(path, SqliteDb::Mode::kReadOnly);
+  EXPECT_TRUE(db.ok());
+  auto n = (*db)->QueryInt("SELECT count(*) FROM " + table);
+  EXPECT_TRUE(n.ok()) << n.status().ToString();
+  return n.ok() ? *n : -1;
+}
+
+TEST(ReplicaFormatTest, KeysRoundTrip) {
+  const std::string seg = SegmentKey("main", "00000190a0b0c0d0-1234abcd", 2, 17, 99, 1700000000000);
+  auto k = ParseKey(seg);
+  ASSERT_TRUE(k.has_value()) << seg;
+  EXPECT_EQ(k->db, "main");
+  EXPECT_EQ(k->kind, ObjectKind::kSegment);
+  EXPECT_EQ(k->level, 2);
+  EXPECT_EQ(k->first_txid, 17u);
+  EXPECT_EQ(k->last_txid, 99u);
+  EXPECT_EQ(k->time_ms, 1700000000000);
+  auto s = ParseKey(SnapshotKey("cache", "g", 5, 42));
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->kind, ObjectKind::kSnapshot);
+  EXPECT_EQ(s->first_txid, 5u);
+  EXPECT_FALSE(ParseKey("main/generations/g/segments/0/garbage.seg").has_value());
+}
+
+TEST(ReplicaFormatTest, SegmentsRoundTripAndDetectDamage) {
+  ObjectHeader h;
+  h.page_size = 4096;
+  h.first_txid = 1;
+  h.last_txid = 2;
+  std::vector<SegmentTransaction> txns = {
+      {1, 1000, 3, {{1, std::string(4096, 'a')}, {3, std::string(4096, 'c')}}},
+      {2, 2000, 2, {{2, std::string(4096, 'b')}}},
+  };
+  const std::string object = EncodeSegment(h, txns);
+  ObjectHeader back;
+  auto decoded = DecodeSegment(object, &back);
+  ASSERT_TRUE(decoded.ok()) << decoded.status().ToString();
+  ASSERT_EQ(decoded->size(), 2u);
+  EXPECT_EQ((*decoded)[0].pages[1].pgno, 3u);
+  EXPECT_EQ((*decoded)[1].pages[0].data, std::string(4096, 'b'));
+  EXPECT_EQ(back.last_txid, 2u);
+  std::string damaged = object;
+  damaged[damaged.size() - 5] ^= 0x40;
+  EXPECT_FALSE(DecodeSegment(damaged, &back).ok());
+  EXPECT_FALSE(DecodeSegment(object.substr(0, 100), &back).ok());
+}
+
+TEST(WalReaderTest, ReadsOnlyCommittedTransactions) {
+  services::TempDir dir;
+  const std::string path = dir.File("w.db");
+  auto db = OpenWriter(path);
+  ASSERT_TRUE(db->Exec("CREATE TABLE t(x); INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)").ok());
+  auto header = ReadWalHeader(path + "-wal");
+  ASSERT_TRUE(header.ok() && header->has_value());
+  auto read = ReadCommitted(path + "-wal", **header, StartOf(**header), SIZE_MAX);
+  ASSERT_TRUE(read.ok()) << read.status().ToString();
+  EXPECT_EQ(read->transactions.size(), 3u);
+  auto again = ReadCommitted(path + "-wal", **header, read->end, SIZE_MAX);
+  EXPECT_TRUE(again->transactions.empty());
+  EXPECT_TRUE(*WalContains(path + "-wal", **header, read->end));
+  WalPosition wrong = read->end;
+  wrong.checksum1 ^= 1;
+  EXPECT_FALSE(*WalContains(path + "-wal", **header, wrong));
+}
+
+class ReplicatorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_path_ = dir_.File("app.db");
+    writer_ = OpenWriter(db_path_);
+    ASSERT_TRUE(writer_->Exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)").ok());
+    auto client = FileClient::Open(dir_.File("replica"));
+    ASSERT_TRUE(client.ok());
+    client_ = std::shared_ptr<ReplicaClient>(std::move(*client));
+    Start();
+  }
+  void Start() {
+    ReplicatorOptions options;
+    options.sync_interval_ms = 50;
+    options.compaction_fanout = 4;
+    auto r = Replicator::Start(client_, {{"main", db_path_}}, options,
+                               services::SystemClock::Default());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    replicator_ = std::move(*r);
+  }
+  void Insert(int n) {
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(writer_->Exec("INSERT INTO t(v) VALUES (hex(randomblob(200)))").ok());
+    }
+  }
+  void Sync() {
+    std::promise<services::Status> done;
+    replicator_->RequestSync([&](const services::Status& st) { done.set_value(st); });
+    services::Status st = done.get_future().get();
+    ASSERT_TRUE(st.ok()) << st.ToString();
+  }
+  RestoreResult RestoreTo(const std::string& out, RestoreTarget target = {}) {
+    auto r = Restore(client_.get(), "main", target, out, [](const std::string&) {});
+    EXPECT_TRUE(r.ok()) << r.status().ToString();
+    return r.ok() ? *r : RestoreResult();
+  }
+
+  services::TempDir dir_;
+  std::string db_path_;
+  std::unique_ptr<SqliteDb> writer_;
+  std::shared_ptr<ReplicaClient> client_;
+  std::unique_ptr<Replicator> replicator_;
+};
+
+TEST_F(ReplicatorTest, RestoresTheLatestStateAndCompacts) {
+  for (int round = 0; round < 10; ++round) {
+    Insert(20);
+    Sync();
+  }
+  RestoreTo(dir_.File("restored.db"));
+  EXPECT_EQ(Count(dir_.File("restored.db")), 200);
+  auto gens = ListGenerations(client_.get(), "main");
+  ASSERT_TRUE(gens.ok());
+  EXPECT_EQ(gens->size(), 1u);  // one continuous generation
+  // Compaction merged level-0 segments (fanout 4): fewer objects than syncs.
+  EXPECT_LT(gens->at(0).segments, 10);
+  EXPECT_EQ(replicator_->Statuses().at(0).pending_frames, 0u);
+}
+
+TEST_F(ReplicatorTest, PointInTimeByTransaction) {
+  Insert(5);
+  Sync();
+  const uint64_t at_five = replicator_->Statuses().at(0).last_txid;
+  Insert(7);
+  Sync();
+  RestoreTo(dir_.File("five.db"), {at_five, std::nullopt});
+  EXPECT_EQ(Count(dir_.File("five.db")), 5);
+  RestoreTo(dir_.File("all.db"));
+  EXPECT_EQ(Count(dir_.File("all.db")), 12);
+}
+
+TEST_F(ReplicatorTest, ContinuesAcrossCheckpointsAndRestarts) {
+  for (int round = 0; round < 5; ++round) {
+    Insert(50);
+    Sync();  // ships, then checkpoints; the next writes restart the WAL
+  }
+  replicator_.reset();
+  Insert(10);  // written while the gateway is down
+  Start();
+  Insert(10);
+  Sync();
+  RestoreTo(dir_.File("restored.db"));
+  EXPECT_EQ(Count(dir_.File("restored.db")), 270);
+  EXPECT_EQ(ListGenerations(client_.get(), "main")->size(), 1u);
+}
+
+TEST_F(ReplicatorTest, AForeignCheckpointStartsANewGenerationAndLosesNothing) {
+  Insert(30);
+  Sync();
+  // Another process checkpoints and truncates the WAL while the gateway is not looking.
+  replicator_.reset();
+  Insert(30);
+  ASSERT_TRUE(writer_->Exec("PRAGMA wal_checkpoint(TRUNCATE)").ok());
+  Insert(5);
+  Start();
+  Sync();
+  Insert(5);
+  Sync();
+  EXPECT_EQ(ListGenerations(client_.get(), "main")->size(), 2u);
+  RestoreTo(dir_.File("restored.db"));
+  EXPECT_EQ(Count(dir_.File("restored.db")), 70);
+}
+
+TEST_F(ReplicatorTest, RestoreRefusesToOverwriteAndReportsAnEmptyReplica) {
+  Insert(1);
+  Sync();
+  std::ofstream(dir_.File("exists.db")) << "x";
+  auto r = Restore(client_.get(), "main", {}, dir_.File("exists.db"), [](const std::string&) {});
+  EXPECT_EQ(r.status().code(), services::Status::Code::kAlreadyExists);
+  auto none = Restore(client_.get(), "cache", {}, dir_.File("c.db"), [](const std::string&) {});
+  EXPECT_EQ(none.status().code(), services::Status::Code::kNotFound);
+}
+
+TEST_F(ReplicatorTest, ACorruptObjectFailsTheRestoreAndLeavesNoFile) {
+  Insert(20);
+  Sync();
+  Insert(20);
+  Sync();
+  auto objects = client_->List("main/generations/");
+  ASSERT_TRUE(objects.ok());
+  for (const ObjectInfo& o : *objects) {
+    if (o.key.find("/segments/") == std::string::npos) continue;
+    auto data = client_->Get(o.key);
+    std::string bad = *data;
+    bad[bad.size() / 2] ^= 0x10;
+    ASSERT_TRUE(client_->Put(o.key, bad).ok());
+    break;
+  }
+  auto r = Restore(client_.get(), "main", {}, dir_.File("out.db"), [](const std::string&) {});
+  EXPECT_FALSE(r.ok());
+  EXPECT_NE(access(dir_.File("out.db").c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace replica

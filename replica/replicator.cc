@@ -1,0 +1,634 @@
+#include "replica/replicator.h"
+
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+
+#include "replica/file_client.h"
+#include "replica/replica_format.h"
+#include "replica/wal_reader.h"
+#include "services/sqlite_db.h"
+
+namespace replica {
+
+using services::Result;
+using services::SqliteDb;
+using services::Status;
+
+namespace {
+
+constexpr size_t kMaxSegmentBytes = 64 << 20;  // page data per segment
+constexpr int kMaxSegmentsPerSync = 16;
+constexpr int kMaxLevel = 9;
+constexpr int64_t kRetentionCheckMs = 3'600'000;
+
+struct FileStamp {
+  int64_t size = -1;
+  int64_t mtime_ns = -1;
+  bool operator==(const FileStamp&) const = default;
+};
+
+FileStamp StampOf(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return {};
+  return {st.st_size, static_cast<int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec};
+}
+
+int64_t FileSize(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+}
+
+}  // namespace
+
+// Replication of one database. Replication thread only.
+class Replicator::DbShipper {
+ public:
+  DbShipper(ReplicaClient* client, ReplicatedDb db, const ReplicatorOptions& options,
+            const services::Clock* clock)
+      : client_(client), db_(std::move(db)), wal_path_(db_.path + "-wal"), options_(options),
+        clock_(clock) {
+    status_.name = db_.name;
+  }
+
+  Status Init();
+  // One round: ship what is new, checkpoint, and do the periodic work. Errors leave the state
+  // where it was, so the next round retries.
+  Status Sync();
+  const DbReplicaStatus& status() const { return status_; }
+
+ private:
+  struct Pending {
+    std::string key;
+    uint64_t first_txid;
+    uint64_t last_txid;
+  };
+
+  int64_t NowMs() const { return clock_->NowUnixMicros() / 1000; }
+  Status Pin();
+  Status Resume();
+  Status ShipWal();
+  Status ShipSegment(const WalRead& read);
+  void Checkpoint();
+  Status Snapshot(bool new_generation, const std::string& why);
+  Status Compact(int level);
+  Status EnforceRetention();
+  ObjectHeader BaseHeader() const;
+  // The local note of where shipping stands (db path + "-replica-state"), so a restart after a
+  // checkpoint-and-WAL-restart can still prove continuity. Losing it only costs a new generation.
+  void SaveState();
+  bool ResumeFromState(const std::string& generation, const ObjectHeader& newest,
+                       const std::optional<WalHeader>& wal);
+  std::string saved_state_;
+
+  ReplicaClient* client_;
+  ReplicatedDb db_;
+  std::string wal_path_;
+  const ReplicatorOptions& options_;
+  const services::Clock* clock_;
+
+  std::unique_ptr<SqliteDb> pin_;    // holds a read transaction: no checkpoint passes it
+  std::unique_ptr<SqliteDb> ckpt_;   // runs our checkpoints
+  std::unique_ptr<SqliteDb> lock_;   // takes the write lock for consistent snapshots
+  std::unique_ptr<SqliteDb> snap_;   // reads the snapshot image
+  bool pinned_ = false;
+
+  std::string generation_;  // empty: start a new one
+  uint64_t txid_ = 0;       // last transaction in the replica
+  int64_t last_time_ms_ = 0;
+  bool have_wal_ = false;   // wal_/pos_ describe the WAL we are reading
+  WalHeader wal_;
+  WalPosition pos_;
+  uint32_t page_size_ = 0;
+  // True when our last checkpoint copied every frame we had shipped and nothing was added since:
+  // then a WAL restart (by the next writer) loses nothing. FileStamp of the database file after
+  // our last checkpoint: if it changes, someone else checkpointed.
+  bool own_complete_ = false;
+  FileStamp db_stamp_;
+  int64_t last_snapshot_ms_ = 0;
+  int64_t last_retention_ms_ = 0;
+  std::vector<std::vector<Pending>> pending_ = std::vector<std::vector<Pending>>(kMaxLevel + 1);
+  DbReplicaStatus status_;
+};
+
+Status Replicator::DbShipper::Init() {
+  services::SqliteTuning tuning = options_.tuning;
+  tuning.wal_autocheckpoint_pages = 0;
+  for (std::unique_ptr<SqliteDb>* conn : {&pin_, &ckpt_, &lock_, &snap_}) {
+    Result<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(db_.path, SqliteDb::Mode::kReadWrite);
+    if (!db.ok()) return db.status().WithContext("replicating " + db_.name);
+    GW_RETURN_IF_ERROR(services::ApplyTuning(db->get(), tuning));
+    *conn = std::move(*db);
+  }
+  Result<int64_t> page_size = pin_->QueryInt("PRAGMA page_size");
+  if (!page_size.ok()) return page_size.status();
+  page_size_ = static_cast<uint32_t>(*page_size);
+  db_stamp_ = StampOf(db_.path);
+  GW_RETURN_IF_ERROR(Pin());
+  return Resume();
+}
+
+Status Replicator::DbShipper::Pin() {
+  if (pinned_) GW_RETURN_IF_ERROR(pin_->Exec("COMMIT"));
+  pinned_ = false;
+  GW_RETURN_IF_ERROR(pin_->Exec("BEGIN"));
+  // A read is what actually opens the snapshot (and takes the WAL read mark).
+  Result<int64_t> n = pin_->QueryInt("SELECT count(*) FROM sqlite_schema");
+  if (!n.ok()) {
+    (void)pin_->Exec("ROLLBACK");
+    return n.status();
+  }
+  pinned_ = true;
+  return Status::Ok();
+}
+
+Status Replicator::DbShipper::Resume() {
+  Result<std::vector<ObjectInfo>> objects = client_->List(db_.name + "/generations/");
+  if (!objects.ok()) return objects.status().WithContext("listing the replica");
+  std::map<std::string, std::vector<ParsedKey>> generations;
+  std::map<std::string, std::string> key_of;
+  for (const ObjectInfo& o : *objects) {
+    std::optional<ParsedKey> k = ParseKey(o.key);
+    if (!k || k->db != db_.name) continue;
+    generations[k->generation].push_back(*k);
+  }
+  if (generations.empty()) return Status::Ok();  // first run: a new generation on first sync
+  const auto& [gen, keys] = *generations.rbegin();
+  const ParsedKey* newest = nullptr;
+  int64_t snapshot_ms = 0;
+  for (const ParsedKey& k : keys) {
+    if (!newest || k.last_txid > newest->last_txid ||
+        (k.last_txid == newest->last_txid && k.kind == ObjectKind::kSegment)) {
+      newest = &k;
+    }
+    if (k.kind == ObjectKind::kSnapshot) snapshot_ms = std::max(snapshot_ms, k.time_ms);
+  }
+  const std::string key = newest->kind == ObjectKind::kSnapshot
+                              ? SnapshotKey(db_.name, gen, newest->first_txid, newest->time_ms)
+                              : SegmentKey(db_.name, gen, newest->level, newest->first_txid,
+                                           newest->last_txid, newest->time_ms);
+  Result<std::string> head = client_->GetPrefix(key, kObjectHeaderBytes);
+  if (!head.ok()) return head.status();
+  Result<ObjectHeader> h = DecodeHeader(*head);
+  if (!h.ok()) return h.status().WithContext(key);
+  txid_ = h->last_txid;
+  last_time_ms_ = h->last_time_ms;
+  // Continue that generation only if the WAL on disk provably still holds what was shipped.
+  Result<std::optional<WalHeader>> wal = ReadWalHeader(wal_path_);
+  if (!wal.ok()) return wal.status();
+  bool continues = false;
+  if (*wal && (*wal)->salt1 == h->wal_salt1 && (*wal)->salt2 == h->wal_salt2 &&
+      (*wal)->checkpoint_seq == h->wal_checkpoint_seq && h->page_size == page_size_) {
+    Result<bool> contains = WalContains(wal_path_, **wal, h->wal_end);
+    if (!contains.ok()) return contains.status();
+    continues = *contains;
+  }
+  if (continues) {
+    wal_ = **wal;
+    pos_ = h->wal_end;
+    have_wal_ = true;
+  } else if (!ResumeFromState(gen, *h, *wal)) {
+    return Status::Ok();  // a new generation on first sync
+  }
+  generation_ = gen;
+  last_snapshot_ms_ = snapshot_ms;
+  status_.generation = gen;
+  status_.last_txid = txid_;
+  status_.last_txid_time_ms = last_time_ms_;
+  // Segments not yet merged into the next level, oldest first.
+  std::vector<uint64_t> covered(kMaxLevel + 2, 0);
+  for (const ParsedKey& k : keys) {
+    if (k.kind == ObjectKind::kSegment) covered[k.level] = std::max(covered[k.level], k.last_txid);
+  }
+  for (const ParsedKey& k : keys) {
+    if (k.kind != ObjectKind::kSegment || k.first_txid <= covered[k.level + 1]) continue;
+    pending_[k.level].push_back(
+        {SegmentKey(db_.name, gen, k.level, k.first_txid, k.last_txid, k.time_ms), k.first_txid,
+         k.last_txid});
+  }
+  for (auto& level : pending_) {
+    std::sort(level.begin(), level.end(),
+              [](const Pending& a, const Pending& b) { return a.first_txid < b.first_txid; });
+  }
+  return Status::Ok();
+}
+
+ObjectHeader Replicator::DbShipper::BaseHeader() const {
+  ObjectHeader h;
+  h.page_size = page_size_;
+  h.wal_salt1 = have_wal_ ? wal_.salt1 : 0;
+  h.wal_salt2 = have_wal_ ? wal_.salt2 : 0;
+  h.wal_checkpoint_seq = have_wal_ ? wal_.checkpoint_seq : 0;
+  h.wal_end = pos_;
+  return h;
+}
+
+Status Replicator::DbShipper::Sync() {
+  if (generation_.empty()) return Snapshot(true, "no generation to continue");
+  Result<std::optional<WalHeader>> wal = ReadWalHeader(wal_path_);
+  if (!wal.ok()) return wal.status();
+  if (!*wal) {
+    // No WAL frames. Fine if we never saw one; if the WAL we were reading vanished, only a
+    // checkpoint we did not run can have done it.
+    if (have_wal_ && (!own_complete_ || StampOf(db_.path) != db_stamp_)) {
+      return Snapshot(true, "the WAL was truncated or removed by another process");
+    }
+    return Status::Ok();
+  }
+  const WalHeader& hdr = **wal;
+  if (!have_wal_) {
+    if (StampOf(db_.path) != db_stamp_) {
+      return Snapshot(true, "the database file changed outside the gateway's checkpoints");
+    }
+    wal_ = hdr;
+    pos_ = StartOf(hdr);
+    have_wal_ = true;
+  } else if (hdr.salt1 != wal_.salt1 || hdr.salt2 != wal_.salt2 ||
+             hdr.checkpoint_seq != wal_.checkpoint_seq) {
+    // A restarted WAL continues ours only if the restart followed our own complete checkpoint.
+    if (hdr.checkpoint_seq != wal_.checkpoint_seq + 1 || !own_complete_ ||
+        StampOf(db_.path) != db_stamp_) {
+      return Snapshot(true, "the WAL was restarted after a checkpoint the gateway did not run");
+    }
+    wal_ = hdr;
+    pos_ = StartOf(hdr);
+    own_complete_ = false;
+  }
+  GW_RETURN_IF_ERROR(ShipWal());
+  Checkpoint();
+  GW_RETURN_IF_ERROR(Pin());
+  const int64_t now = NowMs();
+  if (now - last_snapshot_ms_ >= options_.snapshot_interval_ms) {
+    GW_RETURN_IF_ERROR(Snapshot(false, "snapshot_interval"));
+  }
+  if (now - last_retention_ms_ >= kRetentionCheckMs) {
+    last_retention_ms_ = now;
+    GW_RETURN_IF_ERROR(EnforceRetention());
+  }
+  status_.wal_bytes = FileSize(wal_path_);
+  return Status::Ok();
+}
+
+Status Replicator::DbShipper::ShipWal() {
+  for (int i = 0; i < kMaxSegmentsPerSync; ++i) {
+    Result<WalRead> read = ReadCommitted(wal_path_, wal_, pos_, kMaxSegmentBytes);
+    if (!read.ok()) return read.status();
+    if (read->transactions.empty()) break;
+    GW_RETURN_IF_ERROR(ShipSegment(*read));
+  }
+  // How much is committed but not shipped (more than one round's worth, on a burst).
+  Result<WalRead> rest = ReadCommitted(wal_path_, wal_, pos_, 0);
+  status_.pending_frames = rest.ok() ? rest->end.frames - pos_.frames : 0;
+  return Status::Ok();
+}
+
+Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
+  const int64_t now = NowMs();
+  std::vector<SegmentTransaction> txns;
+  txns.reserve(read.transactions.size());
+  uint64_t txid = txid_;
+  for (const WalTransaction& t : read.transactions) {
+    txns.push_back(SegmentTransaction{++txid, now, t.db_pages, t.pages});
+  }
+  ObjectHeader h = BaseHeader();
+  h.first_txid = txid_ + 1;
+  h.last_txid = txid;
+  h.first_time_ms = now;
+  h.last_time_ms = now;
+  h.wal_end = read.end;
+  h.db_pages = read.transactions.back().db_pages;
+  const std::string key = SegmentKey(db_.name, generation_, 0, h.first_txid, h.last_txid, now);
+  Status st = client_->PutNew(key, EncodeSegment(h, txns));
+  // AlreadyExists: an earlier try of this same upload got through before its answer was lost.
+  if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
+  pending_[0].push_back({key, h.first_txid, h.last_txid});
+  txid_ = txid;
+  last_time_ms_ = now;
+  pos_ = read.end;
+  own_complete_ = false;
+  ++status_.segments_sent;
+  status_.last_txid = txid_;
+  status_.last_txid_time_ms = now;
+  return Compact(0);
+}
+
+void Replicator::DbShipper::Checkpoint() {
+  // Bounded by our pin, which was taken no later than the frames we just shipped: a checkpoint
+  // can never copy (and so let a writer overwrite) a frame that is not in the replica yet.
+  int log = 0, done = 0;
+  int rc = sqlite3_wal_checkpoint_v2(ckpt_->raw(), "main", SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  own_complete_ = rc == SQLITE_OK && log == done && static_cast<uint64_t>(done) == pos_.frames;
+  db_stamp_ = StampOf(db_.path);
+  SaveState();
+}
+
+void Replicator::DbShipper::SaveState() {
+  if (generation_.empty() || !have_wal_) return;
+  const std::string state = "generation=" + generation_ + "\ntxid=" + std::to_string(txid_) +
+                            "\nsalt1=" + std::to_string(wal_.salt1) +
+                            "\nsalt2=" + std::to_string(wal_.salt2) +
+                            "\ncheckpoint_seq=" + std::to_string(wal_.checkpoint_seq) +
+                            "\nframes=" + std::to_string(pos_.frames) +
+                            "\ncomplete=" + (own_complete_ ? "1" : "0") +
+                            "\ndb_size=" + std::to_string(db_stamp_.size) +
+                            "\ndb_mtime_ns=" + std::to_string(db_stamp_.mtime_ns) + "\n";
+  if (state == saved_state_) return;  // idle: nothing to write
+  if (WriteFileDurably(db_.path + "-replica-state", state).ok()) saved_state_ = state;
+}
+
+bool Replicator::DbShipper::ResumeFromState(const std::string& generation,
+                                            const ObjectHeader& newest,
+                                            const std::optional<WalHeader>& wal) {
+  Result<std::string> text = FileClient::ReadLocal(db_.path + "-replica-state");
+  if (!text.ok()) return false;
+  std::map<std::string, std::string> kv;
+  size_t start = 0;
+  while (start < text->size()) {
+    size_t end = text->find('\n', start);
+    if (end == std::string::npos) end = text->size();
+    const std::string line = text->substr(start, end - start);
+    const size_t eq = line.find('=');
+    if (eq != std::string::npos) kv[line.substr(0, eq)] = line.substr(eq + 1);
+    start = end + 1;
+  }
+  auto num = [&](const char* k) { return std::strtoull(kv[k].c_str(), nullptr, 10); };
+  // The note must describe exactly the replica's newest object, our last checkpoint must have
+  // copied all of it, and nobody may have written the database file since.
+  if (kv["generation"] != generation || num("txid") != newest.last_txid || kv["complete"] != "1" ||
+      num("salt1") != newest.wal_salt1 || num("salt2") != newest.wal_salt2 ||
+      num("checkpoint_seq") != newest.wal_checkpoint_seq || num("frames") != newest.wal_end.frames) {
+    return false;
+  }
+  const FileStamp now = StampOf(db_.path);
+  if (now.size != static_cast<int64_t>(num("db_size")) ||
+      now.mtime_ns != static_cast<int64_t>(num("db_mtime_ns"))) {
+    return false;
+  }
+  // The WAL was restarted once since (by the first write after our complete checkpoint), or not
+  // written at all.
+  if (!wal) {
+    have_wal_ = false;
+  } else if (wal->checkpoint_seq == newest.wal_checkpoint_seq + 1) {
+    wal_ = *wal;
+    pos_ = StartOf(*wal);
+    have_wal_ = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& why) {
+  const int64_t now = NowMs();
+  // With the write lock held nothing commits, so the WAL's end and the snapshot's read
+  // transaction describe the same state. The lock is held only for local reads, never across
+  // an upload.
+  GW_RETURN_IF_ERROR(lock_->Exec("BEGIN IMMEDIATE").WithContext("snapshot of " + db_.name));
+  Result<std::optional<WalHeader>> wal = ReadWalHeader(wal_path_);
+  WalRead tail;
+  Status st = wal.status();
+  if (st.ok() && *wal) {
+    const bool same = have_wal_ && (*wal)->salt1 == wal_.salt1 && (*wal)->salt2 == wal_.salt2 &&
+                      (*wal)->checkpoint_seq == wal_.checkpoint_seq;
+    Result<WalRead> r = ReadCommitted(wal_path_, **wal, new_generation || !same ? StartOf(**wal) : pos_,
+                                      SIZE_MAX);
+    st = r.status();
+    if (r.ok()) tail = std::move(*r);
+  }
+  if (st.ok()) st = snap_->Exec("BEGIN");
+  if (st.ok()) st = snap_->QueryInt("SELECT count(*) FROM sqlite_schema").status();
+  (void)lock_->Exec("ROLLBACK");
+  if (!st.ok()) {
+    (void)snap_->Exec("ROLLBACK");
+    return st;
+  }
+  if (!new_generation && !tail.transactions.empty()) {
+    st = ShipSegment(tail);
+    if (!st.ok()) {
+      (void)snap_->Exec("ROLLBACK");
+      return st;
+    }
+  }
+  // Copy the image the read transaction sees, page for page (same page numbers as the WAL).
+  const std::string image = db_.path + ".gateway-snapshot";
+  const std::string object = image + ".object";
+  std::error_code ec;
+  std::filesystem::remove(image, ec);
+  sqlite3* dest = nullptr;
+  int rc = sqlite3_open_v2(image.c_str(), &dest, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+  int64_t pages = 0;
+  if (rc == SQLITE_OK) {
+    sqlite3_backup* backup = sqlite3_backup_init(dest, "main", snap_->raw(), "main");
+    if (backup != nullptr) {
+      rc = sqlite3_backup_step(backup, -1);
+      rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+      sqlite3_backup_finish(backup);
+    } else {
+      rc = sqlite3_errcode(dest);
+    }
+  }
+  if (rc == SQLITE_OK) {
+    // Fold the copy's own WAL into its file, so the file alone is the image.
+    sqlite3_exec(dest, "PRAGMA journal_mode = DELETE", nullptr, nullptr, nullptr);
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(dest, "PRAGMA page_count", -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      pages = sqlite3_column_int64(stmt, 0);
+    }
+    sqlite3_finalize(stmt);
+  }
+  st = rc == SQLITE_OK ? Status::Ok() : services::SqliteStatus(rc, dest, "snapshot copy of " + db_.path);
+  sqlite3_close_v2(dest);
+  (void)snap_->Exec("COMMIT");
+
+  const std::string generation = new_generation ? NewGenerationId(now) : generation_;
+  const uint64_t txid = new_generation ? txid_ + 1 : txid_;
+  ObjectHeader h = BaseHeader();
+  if (new_generation) {
+    h.wal_salt1 = *wal ? (*wal)->salt1 : 0;
+    h.wal_salt2 = *wal ? (*wal)->salt2 : 0;
+    h.wal_checkpoint_seq = *wal ? (*wal)->checkpoint_seq : 0;
+    h.wal_end = *wal ? tail.end : WalPosition{};
+  }
+  h.first_txid = h.last_txid = txid;
+  h.first_time_ms = h.last_time_ms = now;
+  h.db_pages = static_cast<uint32_t>(pages);
+  if (st.ok()) st = WriteSnapshotFile(image, h, object);
+  const std::string key = SnapshotKey(db_.name, generation, txid, now);
+  if (st.ok()) st = client_->PutFileNew(key, object);
+  std::filesystem::remove(image, ec);
+  std::filesystem::remove(object, ec);
+  if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("snapshot " + key);
+
+  last_snapshot_ms_ = now;
+  ++status_.snapshots_sent;
+  if (new_generation) {
+    generation_ = generation;
+    txid_ = txid;
+    last_time_ms_ = now;
+    have_wal_ = wal->has_value();
+    if (have_wal_) {
+      wal_ = **wal;
+      pos_ = tail.end;
+    }
+    own_complete_ = false;
+    db_stamp_ = StampOf(db_.path);
+    for (auto& level : pending_) level.clear();
+    ++status_.generations_started;
+    status_.generation = generation_;
+    status_.last_txid = txid_;
+    status_.last_txid_time_ms = now;
+    if (options_.log) options_.log("new_generation", db_.name, generation_ + ": " + why);
+    return Pin();
+  }
+  return Status::Ok();
+}
+
+Status Replicator::DbShipper::Compact(int level) {
+  if (level >= kMaxLevel || pending_[level].size() < options_.compaction_fanout) return Status::Ok();
+  std::vector<Pending> merge(pending_[level].begin(),
+                             pending_[level].begin() + static_cast<long>(options_.compaction_fanout));
+  std::vector<SegmentTransaction> txns;
+  ObjectHeader first, last;
+  for (size_t i = 0; i < merge.size(); ++i) {
+    Result<std::string> object = client_->Get(merge[i].key);
+    if (!object.ok()) return object.status().WithContext("compacting " + merge[i].key);
+    ObjectHeader h;
+    Result<std::vector<SegmentTransaction>> part = DecodeSegment(*object, &h);
+    if (!part.ok()) return part.status().WithContext("compacting " + merge[i].key);
+    if (i == 0) first = h;
+    last = h;
+    for (SegmentTransaction& t : *part) txns.push_back(std::move(t));
+  }
+  ObjectHeader h = last;
+  h.first_txid = first.first_txid;
+  h.first_time_ms = first.first_time_ms;
+  const std::string key =
+      SegmentKey(db_.name, generation_, level + 1, h.first_txid, h.last_txid, h.last_time_ms);
+  Status st = client_->PutNew(key, EncodeSegment(h, txns));
+  if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
+  // The merged object holds every transaction of the smaller ones, so they can go.
+  for (const Pending& p : merge) GW_RETURN_IF_ERROR(client_->Delete(p.key));
+  pending_[level].erase(pending_[level].begin(),
+                        pending_[level].begin() + static_cast<long>(merge.size()));
+  pending_[level + 1].push_back({key, h.first_txid, h.last_txid});
+  return Compact(level + 1);
+}
+
+Status Replicator::DbShipper::EnforceRetention() {
+  Result<std::vector<ObjectInfo>> objects = client_->List(db_.name + "/generations/");
+  if (!objects.ok()) return objects.status();
+  const int64_t cutoff = NowMs() - options_.retention_ms;
+  std::map<std::string, std::vector<std::pair<ParsedKey, std::string>>> generations;
+  for (const ObjectInfo& o : *objects) {
+    if (std::optional<ParsedKey> k = ParseKey(o.key)) generations[k->generation].push_back({*k, o.key});
+  }
+  for (auto& [gen, keys] : generations) {
+    int64_t newest = 0;
+    for (const auto& [k, key] : keys) newest = std::max(newest, k.time_ms);
+    if (gen != generation_ && newest < cutoff) {
+      for (const auto& [k, key] : keys) GW_RETURN_IF_ERROR(client_->Delete(key));
+      continue;
+    }
+    if (gen != generation_) continue;
+    // In the current generation keep the newest snapshot older than the cutoff (the point
+    // restores inside the window start from) and everything after it.
+    uint64_t keep_from = 0;
+    for (const auto& [k, key] : keys) {
+      if (k.kind == ObjectKind::kSnapshot && k.time_ms < cutoff) keep_from = std::max(keep_from, k.first_txid);
+    }
+    for (const auto& [k, key] : keys) {
+      const bool old_snapshot = k.kind == ObjectKind::kSnapshot && k.first_txid < keep_from;
+      const bool old_segment = k.kind == ObjectKind::kSegment && k.last_txid <= keep_from;
+      if (old_snapshot || old_segment) GW_RETURN_IF_ERROR(client_->Delete(key));
+    }
+  }
+  return Status::Ok();
+}
+
+// --- Replicator -----------------------------------------------------------------------------------
+
+Replicator::Replicator(std::shared_ptr<ReplicaClient> client, ReplicatorOptions options,
+                       const services::Clock* clock)
+    : client_(std::move(client)), options_(std::move(options)), clock_(clock) {}
+
+Result<std::unique_ptr<Replicator>> Replicator::Start(std::shared_ptr<ReplicaClient> client,
+                                                      std::vector<ReplicatedDb> dbs,
+                                                      ReplicatorOptions options,
+                                                      const services::Clock* clock) {
+  std::unique_ptr<Replicator> r(new Replicator(std::move(client), std::move(options), clock));
+  for (ReplicatedDb& db : dbs) {
+    auto shipper = std::make_unique<DbShipper>(r->client_.get(), std::move(db), r->options_, clock);
+    GW_RETURN_IF_ERROR(shipper->Init());
+    r->statuses_.push_back(shipper->status());
+    r->shippers_.push_back(std::move(shipper));
+  }
+  r->thread_ = std::thread([raw = r.get()] { raw->Run(); });
+  return r;
+}
+
+Replicator::~Replicator() { Stop(); }
+
+void Replicator::RequestSync(std::function<void(const Status&)> done) {
+  std::lock_guard<std::mutex> lock(mu_);
+  waiters_.push_back(std::move(done));
+  cv_.notify_one();
+}
+
+std::vector<DbReplicaStatus> Replicator::Statuses() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return statuses_;
+}
+
+void Replicator::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    cv_.notify_one();
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Replicator::Run() {
+  int64_t next = clock_->MonotonicMicros();
+  for (;;) {
+    std::vector<std::function<void(const Status&)>> waiters;
+    bool stop = false;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::microseconds(std::max<int64_t>(0, next - clock_->MonotonicMicros())),
+                   [&] { return stopping_ || !waiters_.empty(); });
+      // Everything committed before these requests is read by the round that starts now.
+      waiters.swap(waiters_);
+      stop = stopping_;
+    }
+    Status round;
+    for (auto& shipper : shippers_) {
+      Status st = shipper->Sync();
+      DbReplicaStatus s = shipper->status();
+      s.last_error = st.ok() ? "" : st.ToString();
+      if (st.ok()) s.last_sync_ms = clock_->NowUnixMicros() / 1000;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (DbReplicaStatus& old : statuses_) {
+          if (old.name != s.name) continue;
+          if (!st.ok()) s.last_sync_ms = old.last_sync_ms;
+          old = s;
+        }
+      }
+      if (!st.ok()) {
+        if (options_.log) options_.log("sync_failed", s.name, st.ToString());
+        if (round.ok()) round = st;
+      }
+    }
+    for (auto& done : waiters) done(round);
+    if (stop) return;
+    next = clock_->MonotonicMicros() + options_.sync_interval_ms * 1000;
+  }
+}
+
+}  // namespace replica
