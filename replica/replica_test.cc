@@ -23,7 +23,7 @@ std::unique_ptr<SqliteDb> OpenWriter(const std::string& path) {
   auto db = SqliteDb::Open(path, SqliteDb::Mode::kReadWriteCreate);
   EXPECT_TRUE(db.ok()) << db.status().ToString();
   // Like a Django process: WAL, no automatic checkpoints, and no checkpoint when it closes.
-  EXPECT_TRUE((*db)->Exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;").ok());
+  EXPECT_TRUE((*db)->Exec("PRAGMA busy_timeout=5000; PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0;").ok());
   sqlite3_db_config((*db)->raw(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   return std::move(*db);
 }
