@@ -268,6 +268,14 @@ Status ReadReplica(TableReader& r, const std::string& dir, ReplicaConfig* p) {
   GW_RETURN_IF_ERROR(r.Str("access_key_id", &p->access_key_id));
   GW_RETURN_IF_ERROR(r.Str("secret_access_key", &p->secret_access_key));
   GW_RETURN_IF_ERROR(r.Duration("sync_interval", &p->sync_interval_ms));
+  GW_RETURN_IF_ERROR(r.Duration("snapshot_interval", &p->snapshot_interval_ms));
+  GW_RETURN_IF_ERROR(r.Duration("retention", &p->retention_ms));
+  if (p->snapshot_interval_ms < 60'000) {
+    return r.Error(nullptr, "snapshot_interval", "must be at least 1m");
+  }
+  if (p->retention_ms < p->snapshot_interval_ms) {
+    return r.Error(nullptr, "retention", "must be at least snapshot_interval");
+  }
   if (p->sync_interval_ms < 10) return r.Error(nullptr, "sync_interval", "must be at least 10ms");
   if (p->url.rfind("file://", 0) == 0) {
     std::string rest = p->url.substr(7);
@@ -482,7 +490,9 @@ std::string FormatConfig(const Config& c) {
     << "region = " << Quote(c.replica.region) << "\n"
     << "access_key_id = " << Quote(secret(c.replica.access_key_id)) << "\n"
     << "secret_access_key = " << Quote(secret(c.replica.secret_access_key)) << "\n"
-    << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n\n";
+    << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n"
+    << "snapshot_interval = " << Quote(FormatDurationMs(c.replica.snapshot_interval_ms)) << "\n"
+    << "retention = " << Quote(FormatDurationMs(c.replica.retention_ms)) << "\n\n";
   o << "[restore]\non_boot = " << Quote(c.restore.on_boot) << "\n\n";
   for (const ScheduleConfig& s : c.queue_config.schedules) {
     o << "[[queue.schedule]]\n"

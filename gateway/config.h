@@ -42,6 +42,8 @@ struct ReplicaConfig {
   std::string access_key_id;
   std::string secret_access_key;  // secret: never logged or printed
   int64_t sync_interval_ms = 1000;
+  int64_t snapshot_interval_ms = 6 * 3'600'000;  // a full snapshot at least this often
+  int64_t retention_ms = 72 * 3'600'000;         // point-in-time window kept in the replica
   // For url = file://..., the absolute folder it names; empty for other schemes.
   std::string file_path;
 };

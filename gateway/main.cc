@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "gateway/commands.h"
 #include "gateway/config.h"
+#include "gateway/replication.h"
 #include "gateway/log.h"
 #include "gateway/server.h"
 #include "gateway/socket_lock.h"
@@ -24,18 +26,33 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 
 void Usage(FILE* out) {
-  std::fprintf(out,
-               "usage: gateway --config FILE              run the server\n"
-               "       gateway check-config --config FILE print the effective config, secrets "
-               "masked\n"
-               "       gateway --version                  print the gateway and SQLite versions\n"
-               "       gateway --help                     print this help\n");
+  std::fprintf(
+      out,
+      "usage: gateway --config FILE               run the server\n"
+      "       gateway check-config --config FILE  print the effective config, secrets masked\n"
+      "       gateway restore --config FILE [--db NAME] [-o PATH] [--timestamp T | --txid N]\n"
+      "                       [--if-db-not-exists] [--if-replica-exists]\n"
+      "                                           restore databases from the replica\n"
+      "       gateway generations --config FILE [--db NAME]\n"
+      "       gateway snapshots --config FILE [--db NAME]\n"
+      "                                           list what the replica holds\n"
+      "       gateway verify --config FILE        prove the replica of a running gateway is\n"
+      "                                           restorable and current (exit code 0 if so)\n"
+      "       gateway --version                   print the gateway and SQLite versions\n"
+      "       gateway --help                      print this help\n");
 }
 
 struct CommandLine {
-  std::string command = "run";  // run | check-config | version | help
+  // run | check-config | restore | generations | snapshots | verify | version | help
+  std::string command = "run";
   std::string config;
+  RestoreFlags restore;
 };
+
+bool IsCommand(const std::string& a) {
+  return a == "check-config" || a == "restore" || a == "generations" || a == "snapshots" ||
+         a == "verify";
+}
 
 bool ParseCommandLine(int argc, char** argv, CommandLine* cl, std::string* error) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -53,15 +70,45 @@ bool ParseCommandLine(int argc, char** argv, CommandLine* cl, std::string* error
       cl->config = args[++i];
     } else if (a.rfind("--config=", 0) == 0) {
       cl->config = a.substr(9);
-    } else if (a == "check-config" && i == 0) {
+    } else if (IsCommand(a) && i == 0) {
       cl->command = a;
+    } else if ((a == "--db" || a == "-o" || a == "--output" || a == "--timestamp" ||
+                a == "--txid") &&
+               cl->command != "run") {
+      if (i + 1 >= args.size()) {
+        *error = a + " needs a value";
+        return false;
+      }
+      const std::string& v = args[++i];
+      if (a == "--db") {
+        cl->restore.db = v;
+      } else if (a == "-o" || a == "--output") {
+        cl->restore.output = v;
+      } else if (a == "--timestamp") {
+        cl->restore.timestamp = v;
+      } else {
+        char* end = nullptr;
+        cl->restore.txid = std::strtoull(v.c_str(), &end, 10);
+        if (v.empty() || *end != '\0') {
+          *error = "--txid needs a transaction number";
+          return false;
+        }
+      }
+    } else if (a == "--if-db-not-exists" && cl->command == "restore") {
+      cl->restore.if_db_not_exists = true;
+    } else if (a == "--if-replica-exists" && cl->command == "restore") {
+      cl->restore.if_replica_exists = true;
     } else {
       *error = "unknown argument '" + a + "'";
       return false;
     }
   }
-  if ((cl->command == "run" || cl->command == "check-config") && cl->config.empty()) {
+  if (cl->command != "version" && cl->command != "help" && cl->config.empty()) {
     *error = "--config FILE is required";
+    return false;
+  }
+  if (cl->restore.timestamp && cl->restore.txid) {
+    *error = "give --timestamp or --txid, not both";
     return false;
   }
   return true;
@@ -80,10 +127,19 @@ int RunServer(const Config& config) {
     Log(LogLevel::kError, "start_failed", {{"error", lock.status().message()}});
     return kExitRuntime;
   }
-  if (!config.replica.url.empty()) {
-    Log(LogLevel::kWarn, "replica_not_available",
-        {{"url", config.replica.url},
-         {"detail", "this build does not replicate yet; [replica] is validated but unused"}});
+  services::Result<std::shared_ptr<replica::ReplicaClient>> replica_client =
+      OpenReplicaClient(config);
+  if (!replica_client.ok()) {
+    Log(LogLevel::kError, "start_failed", {{"error", replica_client.status().ToString()}});
+    return kExitRuntime;
+  }
+  if (*replica_client && config.restore.on_boot == "if-missing") {
+    // Before anything opens (and so creates) the databases.
+    services::Status restored = RestoreMissing(config, replica_client->get());
+    if (!restored.ok()) {
+      Log(LogLevel::kError, "start_failed", {{"error", restored.ToString()}});
+      return kExitRuntime;
+    }
   }
   if (!config.exec.command.empty()) {
     Log(LogLevel::kWarn, "exec_not_available",
@@ -125,9 +181,22 @@ int RunServer(const Config& config) {
     return kExitRuntime;
   }
 
+  std::unique_ptr<replica::Replicator> replicator;
+  if (*replica_client) {
+    services::Result<std::unique_ptr<replica::Replicator>> started =
+        StartReplicator(config, *replica_client, clock);
+    if (!started.ok()) {
+      Log(LogLevel::kError, "start_failed", {{"error", started.status().ToString()}});
+      return kExitRuntime;
+    }
+    replicator = std::move(*started);
+    Log(LogLevel::kInfo, "replicating", {{"store", (*replica_client)->Describe()}});
+  }
+
   services::Status st;
   {
     ServerServices server_services;
+    server_services.replicator = replicator.get();
     server_services.databases = dbs->get();
     server_services.cache_reader = cache_reader->get();
     server_services.cache_writer = cache_writer->get();
@@ -155,6 +224,12 @@ int RunServer(const Config& config) {
   (*cache_writer)->Stop();
   cache_writer->reset();
   cache_reader->reset();
+  if (replicator) {
+    // The last round ships everything committed, so the replica holds the final state.
+    replicator->Stop();
+    Log(LogLevel::kInfo, "replica_final_sync", {{"store", (*replica_client)->Describe()}});
+    replicator.reset();
+  }
   // Closing the last connection to each database checkpoints it and removes its WAL.
   dbs->reset();
   if (!st.ok()) {
@@ -190,6 +265,10 @@ int Main(int argc, char** argv) {
     std::fputs(FormatConfig(*config).c_str(), stdout);
     return 0;
   }
+  if (cl.command == "restore") return RunRestore(*config, cl.restore);
+  if (cl.command == "generations") return RunGenerations(*config, cl.restore.db);
+  if (cl.command == "snapshots") return RunSnapshots(*config, cl.restore.db);
+  if (cl.command == "verify") return RunVerify(*config);
   // A client that disconnects mid-write must give an EPIPE error, not kill the process.
   signal(SIGPIPE, SIG_IGN);
   return RunServer(*config);

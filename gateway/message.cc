@@ -111,6 +111,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "lease_lost";
     case ErrorCode::kInvalidState:
       return "invalid_state";
+    case ErrorCode::kReplicaError:
+      return "replica_error";
   }
   return "internal";
 }

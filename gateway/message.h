@@ -32,6 +32,8 @@ enum class ErrorCode : uint32_t {
   kJobNotFound = 32,
   kLeaseLost = 33,
   kInvalidState = 34,
+  // Replication ops.
+  kReplicaError = 40,
 };
 std::string_view ErrorCodeName(ErrorCode code);
 

@@ -170,7 +170,8 @@ bool DecodeJob(const Args& a, Reply& reply, Job* job) {
   if (job->priority < -100 || job->priority > 100) return bad("'priority' must be -100 to 100");
   if (std::optional<double> run_after = a.Float("run_after")) {
     if (!std::isfinite(*run_after)) return bad("'run_after' must be a finite Unix time");
-    job->run_after_ms = static_cast<int64_t>(std::llround(*run_after * 1000.0));
+    // Rounded up: a job never starts before the time it was given.
+    job->run_after_ms = static_cast<int64_t>(std::ceil(*run_after * 1000.0));
   }
   job->max_attempts = static_cast<int64_t>(a.Uint("max_attempts").value_or(1));
   if (job->max_attempts < 1 || job->max_attempts > 1000) return bad("'max_attempts' must be 1 to 1000");

@@ -26,6 +26,10 @@ class QueueOps {
   // Takes the opened queue; ops answer `internal` until this is called.
   void Attach(std::unique_ptr<services::queue::JobQueue> queue) { queue_ = std::move(queue); }
   void Register(OpTable* table);
+  // Answers parked dequeues and waits now (shutdown begins).
+  void ReleaseWaiters() {
+    if (queue_) queue_->ReleaseWaiters();
+  }
   // Closes the timer (loop thread, at shutdown); the JobQueue is stopped on destruction.
   void Close();
 

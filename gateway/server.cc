@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "gateway/log.h"
+#include "gateway/ops_replica.h"
 
 namespace gateway {
 namespace {
@@ -40,6 +41,9 @@ Server::Server(const Config& config, ServerServices services, services::Clock* c
     cache_ops_ = std::make_unique<CacheOps>(services.cache_reader, services.cache_writer,
                                             tasks_.get(), clock_, cache);
     cache_ops_->Register(&ops_);
+  }
+  if (services.replicator != nullptr) {
+    AddReplicaOps(&ops_, services.replicator, tasks_.get(), clock_);
   }
   if (services.open_queue) {
     queue_ops_ = std::make_unique<QueueOps>(&loop_, tasks_.get(), clock_);
@@ -106,7 +110,8 @@ Status Server::Run() {
     uv_run(&loop_, UV_RUN_DEFAULT);
     return st;
   }
-  if (databases_ != nullptr) {
+  // With a replica, the replicator checkpoints (after shipping); otherwise this timer does.
+  if (databases_ != nullptr && services_.replicator == nullptr) {
     uv_timer_start(&checkpoint_timer_, OnCheckpointTimer, kCheckpointIntervalMs,
                    kCheckpointIntervalMs);
   }
@@ -182,6 +187,9 @@ void Server::BeginShutdown(int signum) {
     unlink(config_.server.socket.c_str());
   }
   uv_timer_stop(&checkpoint_timer_);
+  // Idle workers blocked in queue.dequeue get their (empty) answer now rather than at the end of
+  // their wait, so they can reconnect to the next gateway at once.
+  if (queue_ops_) queue_ops_->ReleaseWaiters();
   if (connections_.empty()) {
     CloseHandles();
     return;

@@ -24,6 +24,7 @@
 #include "gateway/ops_cache.h"
 #include "gateway/ops_core.h"
 #include "gateway/ops_queue.h"
+#include "replica/replicator.h"
 #include "services/clock.h"
 #include "services/databases.h"
 
@@ -35,6 +36,8 @@ struct ServerServices {
   services::Databases* databases = nullptr;
   services::cache::CacheReader* cache_reader = nullptr;
   services::cache::CacheWriter* cache_writer = nullptr;
+  // When set, it checkpoints the databases and the server serves replica.* ops.
+  replica::Replicator* replicator = nullptr;
   // Opens the job queue with the hooks the server provides; called by Run() before listening.
   std::function<services::Result<std::unique_ptr<services::queue::JobQueue>>(
       services::queue::JobQueue::Hooks)>

@@ -561,6 +561,18 @@ void JobQueue::Wait(const std::string& id, int64_t timeout_ms, Callback<Job> don
   AddTimer(NowMs() + timeout_ms, {TimerKind::kJobWait, id, waiter});
 }
 
+void JobQueue::ReleaseWaiters() {
+  std::list<DequeueWaiter> dequeues;
+  dequeues.swap(dequeue_waiters_);
+  for (DequeueWaiter& w : dequeues) w.done(std::vector<Job>());
+  auto jobs = std::move(job_waiters_);
+  job_waiters_.clear();
+  for (auto& [id, list] : jobs) {
+    Result<Job> job = Reload(id);
+    for (JobWaiter& w : list) w.done(job);
+  }
+}
+
 // --- timers ------------------------------------------------------------------------------------------
 
 void JobQueue::OnTimer() {

@@ -107,6 +107,9 @@ class JobQueue {
 
   // The owner calls this when the time asked for by arm_timer has come.
   void OnTimer();
+  // Answers every parked dequeue (no jobs) and job wait (the job as it is now) at once; for a
+  // server that is shutting down, so idle workers are not held until their waits end.
+  void ReleaseWaiters();
 
  private:
   // Where an unfinished job is. Transitions (kCommitting, kClaiming, kFinishing) wait for a

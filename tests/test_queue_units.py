@@ -1,0 +1,224 @@
+"""The Python side of the queue without a gateway: job maps, enqueue args, options, the log line,
+task import, and the Django job-to-TaskResult mapping (in a Django 6 subprocess)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from gateway_client import ProtocolError
+from gateway_client.queue import Job, enqueue_args
+from gateway_client.worker.errors import (
+    TaskTimeout,
+    WorkerShutdown,
+    class_path,
+    importable_class_path,
+)
+from gateway_client.worker.joblog import logfmt
+from gateway_client.worker.options import WorkerOptions, add_arguments, options_from_namespace
+from gateway_client.worker.runner import import_task, json_compatible
+from gateway_harness import REPO
+
+JOB_MAP = {
+    "id": "a" * 32,
+    "queue": "default",
+    "task": "queue_tasks.add",
+    "args": [1, 2],
+    "kwargs": {},
+    "priority": 0,
+    "state": "RUNNING",
+    "run_after": None,
+    "attempts": 1,
+    "max_attempts": 3,
+    "enqueued_at": 1.5,
+    "started_at": 2.5,
+    "finished_at": None,
+    "last_attempted_at": 2.5,
+    "worker_ids": ["w:1"],
+    "errors": [
+        {
+            "attempt": 1,
+            "at": 2.0,
+            "exception_class_path": "gateway.LeaseExpired",
+            "traceback": "",
+            "worker_id": "w:0",
+        }
+    ],
+    "return_value": None,
+    "unique_key": None,
+    "lease_token": "t",
+    "lease_expires_at": 62.5,
+    "some_new_field": True,
+}
+
+
+def test_job_from_map() -> None:
+    job = Job.from_map(JOB_MAP)
+    assert (job.id, job.state, job.attempts, job.max_attempts) == ("a" * 32, "RUNNING", 1, 3)
+    assert job.errors[0].exception_class_path == "gateway.LeaseExpired"
+    assert (job.lease_token, job.lease_expires_at) == ("t", 62.5)
+    assert job.raw["some_new_field"] is True and not job.is_finished
+    for bad in (None, [], {"id": 1, "task": "x", "state": "READY"}, {"id": "x", "task": "y"}):
+        with pytest.raises(ProtocolError):
+            Job.from_map(bad)
+
+
+def test_enqueue_args_leaves_out_defaults() -> None:
+    assert enqueue_args("a.b") == {"task": "a.b", "args": [], "kwargs": {}}
+    full = enqueue_args(
+        "a.b",
+        args=(1,),
+        kwargs={"x": 1},
+        queue="q",
+        priority=-3,
+        run_after=12,
+        max_attempts=2,
+        backoff=1,
+        unique_key="k",
+    )
+    assert full == {
+        "task": "a.b",
+        "args": [1],
+        "kwargs": {"x": 1},
+        "queue": "q",
+        "priority": -3,
+        "run_after": 12.0,
+        "max_attempts": 2,
+        "backoff": 1.0,
+        "unique_key": "k",
+    }
+    with pytest.raises(ValueError):
+        enqueue_args("")
+
+
+def test_worker_options() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, socket_required=False)
+    namespace = parser.parse_args(
+        ["--socket", "/s", "-q", "high", "-q", "low", "-c", "3", "--task-timeout", "2.5"]
+    )
+    options = options_from_namespace(namespace)
+    assert options.queues == ("high", "low") and options.concurrency == 3
+    assert options.task_timeout == 2.5 and options.effective_heartbeat_interval == 20.0
+    assert options_from_namespace({"socket": None}, socket="/t").queues == ("default",)
+    for bad in (
+        {"concurrency": 0},
+        {"lease_seconds": -1},
+        {"heartbeat_interval": 90},
+        {"max_tasks_per_child": 0},
+        {"queues": ("",)},
+    ):
+        with pytest.raises(ValueError):
+            WorkerOptions(socket="/s", **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        options_from_namespace({}, socket=None)
+
+
+def test_logfmt_quotes_what_needs_it() -> None:
+    assert logfmt(a="x", b=1, c=0.12345, d=None) == "a=x b=1 c=0.123"
+    assert logfmt(e='say "hi"', f="", g="a=b") == 'e="say \\"hi\\"" f="" g="a=b"'
+
+
+def test_import_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pkg_for_import_test").mkdir()
+    (tmp_path / "pkg_for_import_test" / "__init__.py").write_text("")
+    (tmp_path / "pkg_for_import_test" / "mod.py").write_text(
+        "class Holder:\n    @staticmethod\n    def run():\n        return 1\n"
+        "def plain():\n    return 2\n"
+    )
+    (tmp_path / "pkg_for_import_test" / "broken.py").write_text("import no_such_dependency\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_task("pkg_for_import_test.mod.plain")() == 2
+    assert import_task("pkg_for_import_test.mod.Holder.run")() == 1
+    for path in ("pkg_for_import_test.mod.nope", "nope_module.x", "plain", "a..b"):
+        with pytest.raises(ImportError):
+            import_task(path)
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency"):
+        import_task("pkg_for_import_test.broken.x")
+
+
+def test_json_compatible() -> None:
+    assert json_compatible((1, [2, (3,)], {"a": None})) == [1, [2, [3]], {"a": None}]
+    for bad in ({1, 2}, b"bytes", float("nan"), object()):
+        with pytest.raises((TypeError, ValueError)):
+            json_compatible(bad)
+
+
+def test_error_class_paths_import() -> None:
+    assert class_path(TaskTimeout) == "gateway_client.worker.errors.TaskTimeout"
+    assert issubclass(TaskTimeout, TimeoutError)
+    assert class_path(WorkerShutdown) == "gateway_client.worker.errors.WorkerShutdown"
+    assert importable_class_path("gateway.LeaseExpired") == (
+        "gateway_client.worker.errors.LeaseExpired"
+    )
+    assert importable_class_path("builtins.KeyError") == "builtins.KeyError"
+
+
+MAPPING_SCRIPT = r"""
+import json, sys
+import django
+from django.conf import settings
+settings.configure(
+    USE_TZ=sys.argv[1] == "tz",
+    TIME_ZONE="UTC",
+    INSTALLED_APPS=["gateway_client.django"],
+    TASKS={"default": {"BACKEND": "gateway_client.django.GatewayTaskBackend",
+                       "OPTIONS": {"socket": "/nonexistent.sock"}}},
+)
+django.setup()
+from django.tasks import task_backends
+from gateway_client.queue import Job
+backend = task_backends["default"]
+job = json.loads(sys.stdin.read())
+out = {}
+for state in ("SCHEDULED", "READY", "RUNNING", "SUCCESSFUL", "FAILED", "CANCELLED"):
+    result = backend.result_for(Job.from_map({**job, "state": state, "return_value": [1]}))
+    out[state] = str(result.status)
+result = backend.result_for(Job.from_map({**job, "state": "SUCCESSFUL", "return_value": [1]}))
+out["return_value"] = result.return_value
+out["started_at"] = result.started_at.isoformat()
+out["error_class"] = result.errors[0].exception_class.__name__
+out["worker_ids"] = result.worker_ids
+out["task"] = result.task.module_path
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.parametrize("tz", ["tz", "notz"])
+def test_job_to_task_result_mapping(tz: str) -> None:
+    python = REPO / ".venv" / "bin" / "python"
+    if not python.exists():
+        pytest.skip(".venv does not exist")
+    job = {**JOB_MAP, "task": "queue_tasks.add"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent), "TZ": "UTC"}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    result = subprocess.run(
+        [str(python), "-c", MAPPING_SCRIPT, tz],
+        input=json.dumps(job),
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert {k: out[k] for k in ("SCHEDULED", "READY", "RUNNING")} == {
+        "SCHEDULED": "READY",
+        "READY": "READY",
+        "RUNNING": "RUNNING",
+    }
+    assert [out[k] for k in ("SUCCESSFUL", "FAILED", "CANCELLED")] == [
+        "SUCCESSFUL",
+        "FAILED",
+        "FAILED",
+    ]
+    assert out["return_value"] == [1] and out["worker_ids"] == ["w:1"]
+    assert out["started_at"].startswith("1970-01-01T00:00:02.5")
+    assert out["started_at"].endswith("+00:00") == (tz == "tz")
+    assert out["error_class"] == "LeaseExpired"
+    assert out["task"] == "queue_tasks.add", "a plain function is wrapped in a Task"
