@@ -270,6 +270,8 @@ Status ReadReplica(TableReader& r, const std::string& dir, ReplicaConfig* p) {
   GW_RETURN_IF_ERROR(r.Duration("sync_interval", &p->sync_interval_ms));
   GW_RETURN_IF_ERROR(r.Duration("snapshot_interval", &p->snapshot_interval_ms));
   GW_RETURN_IF_ERROR(r.Duration("retention", &p->retention_ms));
+  GW_RETURN_IF_ERROR(r.Duration("lease_ttl", &p->lease_ttl_ms));
+  if (p->lease_ttl_ms < 1000) return r.Error(nullptr, "lease_ttl", "must be at least 1s");
   if (p->snapshot_interval_ms < 60'000) {
     return r.Error(nullptr, "snapshot_interval", "must be at least 1m");
   }
@@ -492,7 +494,8 @@ std::string FormatConfig(const Config& c) {
     << "secret_access_key = " << Quote(secret(c.replica.secret_access_key)) << "\n"
     << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n"
     << "snapshot_interval = " << Quote(FormatDurationMs(c.replica.snapshot_interval_ms)) << "\n"
-    << "retention = " << Quote(FormatDurationMs(c.replica.retention_ms)) << "\n\n";
+    << "retention = " << Quote(FormatDurationMs(c.replica.retention_ms)) << "\n"
+    << "lease_ttl = " << Quote(FormatDurationMs(c.replica.lease_ttl_ms)) << "\n\n";
   o << "[restore]\non_boot = " << Quote(c.restore.on_boot) << "\n\n";
   for (const ScheduleConfig& s : c.queue_config.schedules) {
     o << "[[queue.schedule]]\n"

@@ -44,6 +44,7 @@ struct ReplicaConfig {
   int64_t sync_interval_ms = 1000;
   int64_t snapshot_interval_ms = 6 * 3'600'000;  // a full snapshot at least this often
   int64_t retention_ms = 72 * 3'600'000;         // point-in-time window kept in the replica
+  int64_t lease_ttl_ms = 30'000;                 // the replica lease lasts this long unrenewed
   // For url = file://..., the absolute folder it names; empty for other schemes.
   std::string file_path;
 };

@@ -1,6 +1,9 @@
 // gateway: the command line. `gateway --config app.toml` runs the server; see Usage() for the
 // other commands. Exit codes: 0 success, 1 runtime failure, 2 bad command line or config.
 #include <signal.h>
+#include <unistd.h>
+
+#include <mutex>
 #include <sqlite3.h>
 
 #include <cstdio>
@@ -16,6 +19,7 @@
 #include "gateway/socket_lock.h"
 #include "services/cache/cache_reader.h"
 #include "services/cache/cache_writer.h"
+#include "replica/lease.h"
 #include "services/databases.h"
 #include "services/queue/job_queue.h"
 
@@ -47,6 +51,7 @@ struct CommandLine {
   std::string command = "run";
   std::string config;
   RestoreFlags restore;
+  int64_t lease_wait_ms = 0;  // run: how long to wait for another gateway's replica lease
 };
 
 bool IsCommand(const std::string& a) {
@@ -94,6 +99,17 @@ bool ParseCommandLine(int argc, char** argv, CommandLine* cl, std::string* error
           return false;
         }
       }
+    } else if (a == "--lease-wait" && cl->command == "run") {
+      if (i + 1 >= args.size()) {
+        *error = "--lease-wait needs a duration such as 60s";
+        return false;
+      }
+      services::Result<int64_t> ms = ParseDurationMs(args[++i]);
+      if (!ms.ok()) {
+        *error = "--lease-wait: " + ms.status().message();
+        return false;
+      }
+      cl->lease_wait_ms = *ms;
     } else if (a == "--if-db-not-exists" && cl->command == "restore") {
       cl->restore.if_db_not_exists = true;
     } else if (a == "--if-replica-exists" && cl->command == "restore") {
@@ -114,7 +130,20 @@ bool ParseCommandLine(int argc, char** argv, CommandLine* cl, std::string* error
   return true;
 }
 
-int RunServer(const Config& config) {
+// Where a lost lease must go: the replicator, once it exists.
+struct FenceTarget {
+  std::mutex mu;
+  replica::Replicator* replicator = nullptr;  // guarded by mu
+  std::string pending;                        // guarded by mu: lost before the replicator started
+};
+
+std::string LeaseOwner() {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  return std::string(host) + ":" + std::to_string(getpid()) + ":" + services::queue::RandomId().substr(0, 8);
+}
+
+int RunServer(const Config& config, int64_t lease_wait_ms) {
   SetLogFormat(config.server.log_format == "json");
   LogLevel level = LogLevel::kInfo;
   ParseLogLevel(config.server.log_level, &level);
@@ -132,6 +161,36 @@ int RunServer(const Config& config) {
   if (!replica_client.ok()) {
     Log(LogLevel::kError, "start_failed", {{"error", replica_client.status().ToString()}});
     return kExitRuntime;
+  }
+  // One writer per replica: take the lease before restoring (a predecessor releases it only after
+  // its final sync, so what we restore is complete) and hold it while we run.
+  std::unique_ptr<replica::ReplicaLease> lease;
+  auto fence = std::make_shared<FenceTarget>();
+  if (*replica_client) {
+    replica::LeaseOptions lease_options;
+    lease_options.owner = LeaseOwner();
+    lease_options.ttl_ms = config.replica.lease_ttl_ms;
+    lease_options.wait_ms = lease_wait_ms;
+    lease_options.log = [](const std::string& event, const std::string& detail) {
+      Log(event == "lease_lost" ? LogLevel::kError : LogLevel::kInfo, "replica_" + event,
+          {{"detail", detail}});
+    };
+    lease_options.on_lost = [fence](const std::string& why) {
+      std::lock_guard<std::mutex> lock(fence->mu);
+      if (fence->replicator != nullptr) {
+        fence->replicator->Fence(why);
+      } else {
+        fence->pending = why;
+      }
+    };
+    services::Result<std::unique_ptr<replica::ReplicaLease>> acquired = replica::ReplicaLease::Acquire(
+        *replica_client, lease_options, services::SystemClock::Default());
+    if (!acquired.ok()) {
+      Log(LogLevel::kError, "start_failed", {{"error", acquired.status().message()}});
+      return kExitRuntime;
+    }
+    lease = std::move(*acquired);
+    Log(LogLevel::kInfo, "replica_lease_acquired", {{"owner", lease_options.owner}});
   }
   if (*replica_client && config.restore.on_boot == "if-missing") {
     // Before anything opens (and so creates) the databases.
@@ -190,6 +249,11 @@ int RunServer(const Config& config) {
       return kExitRuntime;
     }
     replicator = std::move(*started);
+    {
+      std::lock_guard<std::mutex> lock(fence->mu);
+      fence->replicator = replicator.get();
+      if (!fence->pending.empty()) replicator->Fence(fence->pending);
+    }
     Log(LogLevel::kInfo, "replicating", {{"store", (*replica_client)->Describe()}});
   }
 
@@ -228,7 +292,20 @@ int RunServer(const Config& config) {
     // The last round ships everything committed, so the replica holds the final state.
     replicator->Stop();
     Log(LogLevel::kInfo, "replica_final_sync", {{"store", (*replica_client)->Describe()}});
+    {
+      std::lock_guard<std::mutex> lock(fence->mu);
+      fence->replicator = nullptr;
+    }
     replicator.reset();
+  }
+  if (lease) {
+    // After the final sync: a successor waiting for the lease restores a complete state.
+    services::Status released = lease->Release();
+    if (released.ok()) {
+      Log(LogLevel::kInfo, "replica_lease_released");
+    } else {
+      Log(LogLevel::kWarn, "replica_lease_release_failed", {{"error", released.ToString()}});
+    }
   }
   // Closing the last connection to each database checkpoints it and removes its WAL.
   dbs->reset();
@@ -271,7 +348,7 @@ int Main(int argc, char** argv) {
   if (cl.command == "verify") return RunVerify(*config);
   // A client that disconnects mid-write must give an EPIPE error, not kill the process.
   signal(SIGPIPE, SIG_IGN);
-  return RunServer(*config);
+  return RunServer(*config, cl.lease_wait_ms);
 }
 
 }  // namespace

@@ -593,11 +593,19 @@ void Replicator::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
+void Replicator::Fence(const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  fenced_ = why;
+  for (DbReplicaStatus& s : statuses_) s.last_error = "replication stopped: " + why;
+  cv_.notify_one();
+}
+
 void Replicator::Run() {
   int64_t next = clock_->MonotonicMicros();
   for (;;) {
     std::vector<std::function<void(const Status&)>> waiters;
     bool stop = false;
+    std::string fenced;
     {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait_for(lock, std::chrono::microseconds(std::max<int64_t>(0, next - clock_->MonotonicMicros())),
@@ -605,6 +613,15 @@ void Replicator::Run() {
       // Everything committed before these requests is read by the round that starts now.
       waiters.swap(waiters_);
       stop = stopping_;
+      fenced = fenced_;
+    }
+    if (!fenced.empty()) {
+      // Fenced: never write to the replica again; say why to everyone who asks.
+      const Status st = Status::FailedPrecondition("replication stopped: " + fenced);
+      for (auto& done : waiters) done(st);
+      if (stop) return;
+      next = clock_->MonotonicMicros() + options_.sync_interval_ms * 1000;
+      continue;
     }
     Status round;
     for (auto& shipper : shippers_) {

@@ -74,6 +74,9 @@ class Replicator {
   const ReplicaClient& client() const { return *client_; }
   // Ships what is left, then stops the thread.
   void Stop();
+  // Stops all writes to the replica for good (the lease was lost: another gateway may be writing).
+  // Syncs fail from then on with `why`.
+  void Fence(const std::string& why);
 
  private:
   class DbShipper;
@@ -90,6 +93,7 @@ class Replicator {
   std::condition_variable cv_;
   std::vector<std::function<void(const services::Status&)>> waiters_;  // guarded by mu_
   bool stopping_ = false;                                               // guarded by mu_
+  std::string fenced_;                                                  // guarded by mu_
   std::vector<DbReplicaStatus> statuses_;                               // guarded by mu_
   std::thread thread_;
 };
