@@ -398,6 +398,28 @@ Status ReadQueue(TableReader& r, const std::string& file, const EnvLookup& env, 
   return r.Finish();
 }
 
+Status ReadExec(TableReader& r, Config* c, const EnvLookup& env) {
+  ExecConfig& e = c->exec;
+  GW_RETURN_IF_ERROR(r.StrList("command", &e.command));
+  GW_RETURN_IF_ERROR(r.StrList("worker", &e.worker));
+  e.cwd = c->dir;
+  GW_RETURN_IF_ERROR(r.Path("cwd", &e.cwd, c->dir));
+  if (const toml::node* n = r.Raw("env")) {
+    const toml::table* t = n->as_table();
+    if (t == nullptr) return r.Error(n, "env", "must be a table of NAME = \"value\"");
+    for (auto&& [k, v] : *t) {
+      if (!v.is_string()) return r.Error(&v, "env." + std::string(k.str()), "must be a string");
+      Result<std::string> value = ExpandEnv(v.as_string()->get(), env);
+      if (!value.ok()) return r.Error(&v, "env." + std::string(k.str()), value.status().message());
+      e.env.emplace_back(std::string(k.str()), *value);
+    }
+  }
+  if (!e.worker.empty() && e.command.empty()) {
+    return r.Error(nullptr, "worker", "needs a command (the app server) too");
+  }
+  return r.Finish();
+}
+
 Status ReadRoot(const toml::table& root, Config* c, const EnvLookup& env) {
   TableReader top(&root, "", c->file, env);
   struct Section {
@@ -414,11 +436,7 @@ Status ReadRoot(const toml::table& root, Config* c, const EnvLookup& env) {
          return r.Finish();
        }},
       {"queue", [&](TableReader& r) { return ReadQueue(r, c->file, env, &c->queue_config); }},
-      {"exec",
-       [&](TableReader& r) {
-         GW_RETURN_IF_ERROR(r.StrList("command", &c->exec.command));
-         return r.Finish();
-       }},
+      {"exec", [&](TableReader& r) { return ReadExec(r, c, env); }},
   };
   for (const Section& s : sections) {
     Result<const toml::table*> t = top.Table(s.name);
@@ -508,11 +526,20 @@ std::string FormatConfig(const Config& c) {
       << "priority = " << s.priority << "\n"
       << "max_attempts = " << s.max_attempts << "\n\n";
   }
-  o << "[exec]\ncommand = [";
-  for (size_t i = 0; i < c.exec.command.size(); ++i) {
-    o << (i > 0 ? ", " : "") << Quote(c.exec.command[i]);
+  auto list = [&](const std::vector<std::string>& items) {
+    std::string out = "[";
+    for (size_t i = 0; i < items.size(); ++i) out += (i > 0 ? ", " : "") + Quote(items[i]);
+    return out + "]";
+  };
+  o << "[exec]\ncommand = " << list(c.exec.command) << "\n"
+    << "worker = " << list(c.exec.worker) << "\n"
+    << "cwd = " << Quote(c.exec.cwd) << "\n"
+    << "env = {";
+  for (size_t i = 0; i < c.exec.env.size(); ++i) {
+    // Values are masked: the environment is where secrets (SECRET_KEY, passwords) go.
+    o << (i > 0 ? ", " : " ") << c.exec.env[i].first << " = " << Quote(secret(c.exec.env[i].second));
   }
-  o << "]\n";
+  o << (c.exec.env.empty() ? "}\n" : " }\n");
   return o.str();
 }
 

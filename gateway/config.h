@@ -72,7 +72,10 @@ struct QueueConfig {
 };
 
 struct ExecConfig {
-  std::vector<std::string> command;  // empty = run no app server
+  std::vector<std::string> command;  // the app server; empty = run none
+  std::vector<std::string> worker;   // optional second process (a job worker), restarted if it dies
+  std::string cwd;                   // absolute; default: the config file's folder
+  std::vector<std::pair<std::string, std::string>> env;  // added to the children's environment
 };
 
 struct Config {

@@ -200,11 +200,6 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
       return kExitRuntime;
     }
   }
-  if (!config.exec.command.empty()) {
-    Log(LogLevel::kWarn, "exec_not_available",
-        {{"detail",
-          "this build does not start [exec] commands yet; start the app server yourself"}});
-  }
 
   services::DatabasePaths paths{config.main.path, config.cache.path, config.queue.path};
   services::Result<std::unique_ptr<services::Databases>> dbs =
@@ -258,6 +253,7 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
   }
 
   services::Status st;
+  int exit_code = 0;
   {
     ServerServices server_services;
     server_services.replicator = replicator.get();
@@ -283,6 +279,7 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
     };
     Server server(config, server_services, clock);
     st = server.Run();
+    exit_code = server.exit_code();
   }
   // Every client write was answered before the loop ended; Stop() finishes background work.
   (*cache_writer)->Stop();
@@ -313,8 +310,8 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
     Log(LogLevel::kError, "start_failed", {{"error", st.message()}});
     return kExitRuntime;
   }
-  Log(LogLevel::kInfo, "stopped");
-  return 0;
+  Log(LogLevel::kInfo, "stopped", {{"exit_code", exit_code}});
+  return exit_code;
 }
 
 int Main(int argc, char** argv) {

@@ -51,6 +51,13 @@ Server::Server(const Config& config, ServerServices services, services::Clock* c
   }
   metrics_ = std::make_unique<Metrics>(ops_.Names());
   core_env_.metrics = metrics_.get();
+  if (!config_.exec.command.empty()) {
+    exec_ = std::make_unique<ExecSupervisor>(&loop_, config_, [this](int code) {
+      // The app server exited on its own: the site is down, so the gateway stops too.
+      exit_code_ = code;
+      StopChildrenThenShutdown(0);
+    });
+  }
 }
 
 Server::~Server() {
@@ -86,9 +93,11 @@ Status Server::Listen() {
 Status Server::Run() {
   uv_signal_init(&loop_, &sigint_);
   uv_signal_init(&loop_, &sigterm_);
-  sigint_.data = sigterm_.data = this;
+  uv_signal_init(&loop_, &sighup_);
+  sigint_.data = sigterm_.data = sighup_.data = this;
   uv_signal_start(&sigint_, OnSignal, SIGINT);
   uv_signal_start(&sigterm_, OnSignal, SIGTERM);
+  uv_signal_start(&sighup_, OnSignal, SIGHUP);
   uv_timer_init(&loop_, &shutdown_timer_);
   uv_timer_init(&loop_, &checkpoint_timer_);
   shutdown_timer_.data = checkpoint_timer_.data = this;
@@ -117,6 +126,15 @@ Status Server::Run() {
   }
   Log(LogLevel::kInfo, "listening",
       {{"socket", config_.server.socket}, {"pid", static_cast<int64_t>(getpid())}});
+  if (exec_) {
+    // Started once the socket and databases are ready, so the app can use them at once.
+    Status started = exec_->Start();
+    if (!started.ok()) {
+      Log(LogLevel::kError, "exec_failed", {{"error", started.message()}});
+      exit_code_ = 1;
+      StopChildrenThenShutdown(0);
+    }
+  }
   uv_run(&loop_, UV_RUN_DEFAULT);
   return Status::Ok();
 }
@@ -168,7 +186,35 @@ void Server::ConnectionClosed(Connection* connection) {
 }
 
 void Server::OnSignal(uv_signal_t* handle, int signum) {
-  static_cast<Server*>(handle->data)->BeginShutdown(signum);
+  auto* self = static_cast<Server*>(handle->data);
+  if (signum == SIGHUP) {
+    // The app server decides what a hangup means (gunicorn reloads its workers).
+    if (self->exec_ && self->exec_->running()) {
+      self->exec_->Forward(SIGHUP);
+    } else {
+      Log(LogLevel::kInfo, "sighup_ignored", {{"detail", "no [exec] app server to pass it to"}});
+    }
+    return;
+  }
+  self->StopChildrenThenShutdown(signum);
+}
+
+void Server::StopChildrenThenShutdown(int signum) {
+  if (!exec_ || shutting_down_) {
+    BeginShutdown(signum);
+    return;
+  }
+  if (exec_stopping_) {
+    exec_->Stop(config_.server.shutdown_timeout_ms, nullptr);  // a second signal: kill them now
+    return;
+  }
+  exec_stopping_ = true;
+  Log(LogLevel::kInfo, "exec_stopping", {{"signal", signum}});
+  exec_->Stop(config_.server.shutdown_timeout_ms, [this, signum] {
+    // The gateway exits with the app server's status, as if it were the app server.
+    exit_code_ = exec_->exit_code();
+    BeginShutdown(signum);
+  });
 }
 
 void Server::BeginShutdown(int signum) {
@@ -217,7 +263,7 @@ void Server::CloseHandles() {
   }
   for (uv_handle_t* h :
        {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
-        reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
+        reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
         reinterpret_cast<uv_handle_t*>(&checkpoint_timer_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }

@@ -18,6 +18,7 @@
 
 #include "gateway/config.h"
 #include "gateway/connection.h"
+#include "gateway/exec_supervisor.h"
 #include "gateway/loop_tasks.h"
 #include "gateway/metrics.h"
 #include "gateway/op_table.h"
@@ -53,6 +54,9 @@ class Server final : public ConnectionOwner {
   // Errors: binding or listening failed; the message says why and what to do.
   services::Status Run();
 
+  // The process exit code: the [exec] app server's status when there is one, else 0.
+  int exit_code() const { return exit_code_; }
+
   // ConnectionOwner.
   const OpTable& ops() const override { return ops_; }
   Metrics& metrics() override { return *metrics_; }
@@ -69,6 +73,8 @@ class Server final : public ConnectionOwner {
 
   services::Status Listen();
   void BeginShutdown(int signum);
+  // Stops the [exec] children first (they still use the socket while finishing), then the server.
+  void StopChildrenThenShutdown(int signum);
   void CloseHandles();
 
   const Config& config_;
@@ -86,6 +92,10 @@ class Server final : public ConnectionOwner {
   uv_pipe_t listener_;
   uv_signal_t sigint_;
   uv_signal_t sigterm_;
+  uv_signal_t sighup_;
+  std::unique_ptr<ExecSupervisor> exec_;
+  bool exec_stopping_ = false;
+  int exit_code_ = 0;
   uv_timer_t shutdown_timer_;
   uv_timer_t checkpoint_timer_;
   uv_work_t checkpoint_req_;

@@ -177,10 +177,14 @@ S3Client::S3Client(S3Options options, SigV4Credentials credentials)
       credentials_(std::move(credentials)),
       http_(std::make_unique<HttpClient>(options_.timeouts)) {}
 
-std::string S3Client::Describe() const {
+std::string S3Client::Where() const {
   std::string out = "s3://" + bucket_;
   if (!root_.empty()) out += "/" + root_.substr(0, root_.size() - 1);
-  out += " at " + scheme_ + "://" + endpoint_host_;
+  return out + " at " + scheme_ + "://" + endpoint_host_;
+}
+
+std::string S3Client::Describe() const {
+  std::string out = Where();
   if (conditional_state_.load() == 2) {
     std::lock_guard lock(conditional_mu_);
     out += " (" + conditional_note_ + ")";
@@ -317,7 +321,7 @@ void S3Client::MarkConditionalUnsupported(std::string_view why) {
     conditional_note_ = "conditional writes emulated with HEAD then PUT: " + std::string(why);
     conditional_state_ = 2;
   }
-  Log(Describe() + ": the store does not support conditional writes (" + std::string(why) +
+  Log(Where() + ": the store does not support conditional writes (" + std::string(why) +
       "); falling back to HEAD then PUT, which is not atomic: keep a single writer per replica");
 }
 
@@ -350,7 +354,7 @@ Status S3Client::ProbeConditional() {
   }
   conditional_note_ = "conditional writes emulated with HEAD then PUT: " + why;
   conditional_state_ = 2;
-  Log(Describe() + ": " + why + "; falling back to HEAD then PUT, which is not atomic: keep a "
+  Log(Where() + ": " + why + "; falling back to HEAD then PUT, which is not atomic: keep a "
                                 "single writer per replica");
   return Status::Ok();
 }
@@ -374,7 +378,7 @@ Result<S3Client::Reply> S3Client::SendPut(
 
 Result<std::string> S3Client::EtagAfterPut(const std::string& full_key, const Reply& reply) {
   auto it = reply.http.headers.find("etag");
-  if (it != reply.http.headers.end() && !it->second.empty()) return it->second;
+  if (it != reply.http.headers.end() && !it->second.empty()) return QuoteEtag(it->second);
   auto info = HeadFull(full_key);
   if (!info.ok()) return info.status();
   return info->etag;
@@ -560,7 +564,7 @@ Result<ObjectInfo> S3Client::HeadFull(const std::string& full_key) {
   info.key = full_key.substr(root_.size());
   const auto& h = reply->http.headers;
   if (auto it = h.find("content-length"); it != h.end()) info.size = std::atoll(it->second.c_str());
-  if (auto it = h.find("etag"); it != h.end()) info.etag = it->second;
+  if (auto it = h.find("etag"); it != h.end()) info.etag = QuoteEtag(it->second);
   if (auto it = h.find("last-modified"); it != h.end()) {
     time_t t = curl_getdate(it->second.c_str(), nullptr);
     if (t >= 0) info.mtime_ms = static_cast<int64_t>(t) * 1000;
@@ -581,8 +585,9 @@ Result<std::vector<ObjectInfo>> S3Client::List(const std::string& prefix) {
     call.bucket_level = true;
     call.query = {{"list-type", "2"},
                   {"prefix", root_ + prefix},
-                  {"max-keys", std::to_string(options_.list_page_size)},
-                  {"encoding-type", "url"}};
+                  {"max-keys", std::to_string(options_.list_page_size)}};
+    // No encoding-type=url: our keys have no control characters, so XML carries them as they
+    // are, and some servers (rclone 1.75) encode keys lossily when asked ("+" left as is).
     if (!token.empty()) call.query.emplace_back("continuation-token", token);
     auto reply = Execute(call);
     if (!reply.ok()) return reply.status();
@@ -592,7 +597,7 @@ Result<std::vector<ObjectInfo>> S3Client::List(const std::string& prefix) {
     for (auto& e : page->entries) {
       // A store that ignored the prefix must not hand us other replicas' objects.
       if (!e.key.starts_with(root_ + prefix)) continue;
-      out.push_back({e.key.substr(root_.size()), e.size, e.mtime_ms, std::move(e.etag)});
+      out.push_back({e.key.substr(root_.size()), e.size, e.mtime_ms, QuoteEtag(e.etag)});
     }
     if (!page->truncated) break;
     if (page->next_continuation_token == token) {

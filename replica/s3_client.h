@@ -132,6 +132,7 @@ class S3Client final : public ReplicaClient {
 
   S3Client(S3Options options, SigV4Credentials credentials);
 
+  std::string Where() const;  // Describe() without the notes; takes no lock
   std::string FullKey(const std::string& key) const;
   std::string ObjectUrlForMessages(const std::string& full_key) const;
   Target MakeTarget(const std::string& full_key) const;

@@ -45,6 +45,14 @@ std::string MultipartEtag(const std::vector<std::string>& part_md5s) {
          std::to_string(part_md5s.size()) + "\"";
 }
 
+std::string QuoteEtag(std::string_view etag) {
+  if (etag.empty() || etag.starts_with("W/") || (etag.size() >= 2 && etag.front() == '"' &&
+                                                 etag.back() == '"')) {
+    return std::string(etag);
+  }
+  return "\"" + std::string(etag) + "\"";
+}
+
 bool EtagsEqual(std::string_view a, std::string_view b) {
   return !Bare(a).empty() && Bare(a) == Bare(b);
 }

@@ -21,6 +21,10 @@ std::string QuotedMd5(std::string_view data);
 std::string MultipartEtag(const std::vector<std::string>& part_md5s);
 // Lower-case hex of `n` bytes.
 std::string HexBytes(const unsigned char* bytes, size_t n);
+// `etag` in its quoted form ("\"abc\""), whichever form the store used: some servers quote ETags in
+// headers but not in listings. Every ETag the client hands out is quoted, so callers may compare
+// them with ==.
+std::string QuoteEtag(std::string_view etag);
 // Equal ignoring surrounding quotes and a weak "W/" marker.
 bool EtagsEqual(std::string_view a, std::string_view b);
 

@@ -199,12 +199,14 @@ int HexValue(char c) {
   return -1;
 }
 
-// Percent-decoding as ListObjectsV2 uses it with encoding-type=url ("+" stays "+": S3 encodes a
-// space as %20).
+// Decoding as ListObjectsV2 uses it with encoding-type=url: form encoding, where "+" is a space
+// (what botocore's unquote_plus undoes).
 std::string UrlDecode(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 && HexValue(s[i + 2]) >= 0) {
+    if (s[i] == '+') {
+      out.push_back(' ');
+    } else if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 && HexValue(s[i + 2]) >= 0) {
       out.push_back(static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
       i += 2;
     } else {

@@ -30,9 +30,8 @@ struct S3ListPage {
   std::string next_continuation_token;
 };
 
-// Parses a ListBucketResult. Keys are percent-decoded when the result says
-// <EncodingType>url</EncodingType> (asked for with encoding-type=url, so keys with characters XML
-// cannot carry survive); a server that ignores the parameter sends them raw and says nothing.
+// Parses a ListBucketResult. Keys are decoded (percent escapes, "+" as space) when the result
+// says <EncodingType>url</EncodingType>, i.e. when encoding-type=url was asked for and honoured.
 services::Result<S3ListPage> ParseListObjectsV2(std::string_view xml);
 
 struct S3ErrorBody {
