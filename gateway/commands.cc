@@ -49,7 +49,110 @@ std::string Mib(int64_t bytes) {
   return buf;
 }
 
+const msgpack::object* Field(const msgpack::object& map, std::string_view key) {
+  if (map.type != msgpack::type::MAP) return nullptr;
+  for (uint32_t i = 0; i < map.via.map.size; ++i) {
+    const msgpack::object& k = map.via.map.ptr[i].key;
+    if (k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == key) {
+      return &map.via.map.ptr[i].val;
+    }
+  }
+  return nullptr;
+}
+
+double Num(const msgpack::object& map, std::string_view key) {
+  const msgpack::object* v = Field(map, key);
+  if (v == nullptr) return 0;
+  switch (v->type) {
+    case msgpack::type::POSITIVE_INTEGER: return static_cast<double>(v->via.u64);
+    case msgpack::type::NEGATIVE_INTEGER: return static_cast<double>(v->via.i64);
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: return v->via.f64;
+    default: return 0;
+  }
+}
+
+std::string Str(const msgpack::object& map, std::string_view key) {
+  const msgpack::object* v = Field(map, key);
+  if (v == nullptr || v->type != msgpack::type::STR) return "";
+  return std::string(v->via.str.ptr, v->via.str.size);
+}
+
 }  // namespace
+
+int RunStatus(const Config& config) {
+  Result<std::unique_ptr<SocketClient>> gw = SocketClient::Connect(config.server.socket);
+  if (!gw.ok()) return Fail(gw.status().message());
+  auto call = [&](const std::string& op) -> std::optional<SocketClient::Response> {
+    Result<SocketClient::Response> r = (*gw)->Call(op, [](Packer& p) { p.pack_map(0); }, 10'000);
+    if (!r.ok() || r->status != 0) return std::nullopt;
+    return std::move(*r);
+  };
+  std::optional<SocketClient::Response> stats = call("stats");
+  if (!stats) return Fail("the gateway did not answer stats");
+  const msgpack::object& s = stats->body.get();
+  std::printf("gateway at %s: up %.0f s, %.0f connections (%.0f since start), %.0f requests, "
+              "%.0f errors\n\n",
+              config.server.socket.c_str(), Num(s, "uptime_seconds"), Num(s, "connections"),
+              Num(s, "connections_total"), Num(s, "requests_total"), Num(s, "errors_total"));
+  std::optional<SocketClient::Response> replica = call("replica.status");
+  const msgpack::object* rdbs = replica ? Field(replica->body.get(), "databases") : nullptr;
+  std::printf("%-6s %12s %12s %-26s %10s %-24s %8s %s\n", "db", "size", "wal", "generation",
+              "last_txid", "last sync", "lag", "error");
+  if (const msgpack::object* dbs = Field(s, "databases")) {
+    for (const char* name : {"main", "cache", "queue"}) {
+      const msgpack::object* d = Field(*dbs, name);
+      if (d == nullptr) continue;
+      const msgpack::object* r = rdbs ? Field(*rdbs, name) : nullptr;
+      std::printf("%-6s %12s %12s %-26s %10.0f %-24s %7.1fs %s\n", name,
+                  Mib(static_cast<int64_t>(Num(*d, "size_bytes"))).c_str(),
+                  Mib(static_cast<int64_t>(Num(*d, "wal_bytes"))).c_str(),
+                  r ? Str(*r, "generation").c_str() : "(no replica)", r ? Num(*r, "last_txid") : 0,
+                  r && Num(*r, "last_sync_at") > 0
+                      ? FormatTimestampMs(static_cast<int64_t>(Num(*r, "last_sync_at") * 1000)).c_str()
+                      : "-",
+                  r ? Num(*r, "lag_seconds") : 0, r ? Str(*r, "last_error").c_str() : "");
+    }
+  }
+  if (replica) {
+    const msgpack::object& rb = replica->body.get();
+    const msgpack::object* req = Field(rb, "requests");
+    std::printf("\nreplica %s: %.0f requests, %s sent\n", Str(rb, "store").c_str(),
+                req ? Num(*req, "count") : 0,
+                Mib(static_cast<int64_t>(req ? Num(*req, "bytes_sent") : 0)).c_str());
+  }
+  if (std::optional<SocketClient::Response> cache = call("cache.stats")) {
+    const msgpack::object& c = cache->body.get();
+    const double reads = Num(c, "hits") + Num(c, "misses");
+    std::printf("\ncache: %.0f entries, %s of %s budget, hit rate %.1f%% of %.0f reads, %.0f "
+                "evictions, %.0f expirations\n",
+                Num(c, "entries"), Mib(static_cast<int64_t>(Num(c, "bytes"))).c_str(),
+                Num(c, "max_size") > 0 ? Mib(static_cast<int64_t>(Num(c, "max_size"))).c_str() : "no",
+                reads > 0 ? 100.0 * Num(c, "hits") / reads : 0.0, reads, Num(c, "evictions"),
+                Num(c, "expirations"));
+  }
+  if (std::optional<SocketClient::Response> queue = call("queue.stats")) {
+    std::printf("\n%-16s %6s %9s %6s %7s %10s %7s %9s %10s %10s\n", "queue", "paused", "scheduled",
+                "ready", "running", "successful", "failed", "cancelled", "oldest", "pickup p50");
+    if (const msgpack::object* queues = Field(queue->body.get(), "queues")) {
+      for (uint32_t i = 0; i < queues->via.map.size; ++i) {
+        const msgpack::object& k = queues->via.map.ptr[i].key;
+        const msgpack::object& q = queues->via.map.ptr[i].val;
+        const msgpack::object* states = Field(q, "states");
+        const msgpack::object* pickup = Field(q, "pickup_latency");
+        const msgpack::object* paused = Field(q, "paused");
+        auto n = [&](const char* st) { return states ? Num(*states, st) : 0; };
+        std::printf("%-16.*s %6s %9.0f %6.0f %7.0f %10.0f %7.0f %9.0f %9.1fs %8.2fms\n",
+                    static_cast<int>(k.via.str.size), k.via.str.ptr,
+                    paused && paused->type == msgpack::type::BOOLEAN && paused->via.boolean ? "yes" : "no",
+                    n("SCHEDULED"), n("READY"), n("RUNNING"), n("SUCCESSFUL"), n("FAILED"),
+                    n("CANCELLED"), Num(q, "oldest_ready_age"),
+                    pickup ? Num(*pickup, "p50") * 1000 : 0);
+      }
+    }
+  }
+  return kOk;
+}
 
 int RunRestore(const Config& config, const RestoreFlags& flags) {
   if (!flags.db.empty() && Selected(config, flags.db).empty()) {

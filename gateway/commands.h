@@ -22,5 +22,7 @@ int RunRestore(const Config& config, const RestoreFlags& flags);
 int RunGenerations(const Config& config, const std::string& db);
 int RunSnapshots(const Config& config, const std::string& db);
 int RunVerify(const Config& config);
+// A readable summary of a running gateway: databases, replication, queues, cache, connections.
+int RunStatus(const Config& config);
 
 }  // namespace gateway

@@ -204,6 +204,15 @@ Status ReadServer(TableReader& r, const std::string& dir, ServerConfig* s) {
   GW_RETURN_IF_ERROR(r.Duration("shutdown_timeout", &s->shutdown_timeout_ms));
   GW_RETURN_IF_ERROR(r.OneOf("log_level", &s->log_level, {"debug", "info", "warn", "error"}));
   GW_RETURN_IF_ERROR(r.OneOf("log_format", &s->log_format, {"logfmt", "json"}));
+  GW_RETURN_IF_ERROR(r.Str("metrics_addr", &s->metrics_addr));
+  if (!s->metrics_addr.empty()) {
+    const size_t colon = s->metrics_addr.rfind(':');
+    const std::string port = colon == std::string::npos ? "" : s->metrics_addr.substr(colon + 1);
+    if (colon == 0 || port.empty() || port.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(port) > 65535) {
+      return r.Error(nullptr, "metrics_addr", "must be HOST:PORT such as \"127.0.0.1:9464\"");
+    }
+  }
   if (s->max_frame_size < 1024 || s->max_frame_size > (1ll << 31) - 1) {
     return r.Error(nullptr, "max_frame_size", "must be between 1KiB and 2GiB-1");
   }
@@ -489,7 +498,8 @@ std::string FormatConfig(const Config& c) {
     << "max_pending_reply_size = " << Quote(FormatSize(c.server.max_pending_reply_size)) << "\n"
     << "shutdown_timeout = " << Quote(FormatDurationMs(c.server.shutdown_timeout_ms)) << "\n"
     << "log_level = " << Quote(c.server.log_level) << "\n"
-    << "log_format = " << Quote(c.server.log_format) << "\n\n";
+    << "log_format = " << Quote(c.server.log_format) << "\n"
+    << "metrics_addr = " << Quote(c.server.metrics_addr) << "\n\n";
   static const char* const kSync[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
   o << "[sqlite]\n"
     << "busy_timeout_ms = " << c.sqlite.busy_timeout_ms << "\n"

@@ -24,6 +24,7 @@ struct ServerConfig {
   int64_t shutdown_timeout_ms = 10'000;        // how long in-flight requests may take on stop
   std::string log_level = "info";              // debug | info | warn | error
   std::string log_format = "logfmt";           // logfmt | json
+  std::string metrics_addr;                    // "127.0.0.1:9464": Prometheus /metrics; "" = off
 };
 
 struct DatabaseConfig {

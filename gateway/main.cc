@@ -42,6 +42,7 @@ void Usage(FILE* out) {
       "                                           list what the replica holds\n"
       "       gateway verify --config FILE        prove the replica of a running gateway is\n"
       "                                           restorable and current (exit code 0 if so)\n"
+      "       gateway status --config FILE        a summary of a running gateway\n"
       "       gateway --version                   print the gateway and SQLite versions\n"
       "       gateway --help                      print this help\n");
 }
@@ -56,7 +57,7 @@ struct CommandLine {
 
 bool IsCommand(const std::string& a) {
   return a == "check-config" || a == "restore" || a == "generations" || a == "snapshots" ||
-         a == "verify";
+         a == "verify" || a == "status";
 }
 
 bool ParseCommandLine(int argc, char** argv, CommandLine* cl, std::string* error) {
@@ -343,6 +344,7 @@ int Main(int argc, char** argv) {
   if (cl.command == "generations") return RunGenerations(*config, cl.restore.db);
   if (cl.command == "snapshots") return RunSnapshots(*config, cl.restore.db);
   if (cl.command == "verify") return RunVerify(*config);
+  if (cl.command == "status") return RunStatus(*config);
   // A client that disconnects mid-write must give an EPIPE error, not kill the process.
   signal(SIGPIPE, SIG_IGN);
   return RunServer(*config, cl.lease_wait_ms);

@@ -383,6 +383,10 @@ void CacheOps::Keys(const Args& args, Reply reply) {
   });
 }
 
+CacheOps::Counters CacheOps::Snapshot() const {
+  return {hits_, misses_, writer_->Counters(), FileSize(config_.path)};
+}
+
 void CacheOps::Stats(Reply reply) {
   const services::cache::CacheCounters c = writer_->Counters();
   const std::pair<const char*, int64_t> fields[] = {

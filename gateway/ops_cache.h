@@ -34,6 +34,14 @@ class CacheOps {
 
   void Register(OpTable* table);
 
+  struct Counters {
+    uint64_t hits = 0;
+    uint64_t misses = 0;
+    services::cache::CacheCounters store;
+    int64_t file_bytes = 0;
+  };
+  Counters Snapshot() const;
+
  private:
   using CacheWrite = services::cache::CacheWrite;
   using CacheWriteResult = services::cache::CacheWriteResult;

@@ -26,6 +26,8 @@ class QueueOps {
   // Takes the opened queue; ops answer `internal` until this is called.
   void Attach(std::unique_ptr<services::queue::JobQueue> queue) { queue_ = std::move(queue); }
   void Register(OpTable* table);
+  // The queue, once attached (for metrics); nullptr before.
+  services::queue::JobQueue* queue() { return queue_.get(); }
   // Answers parked dequeues and waits now (shutdown begins).
   void ReleaseWaiters() {
     if (queue_) queue_->ReleaseWaiters();

@@ -20,6 +20,7 @@
 #include "gateway/connection.h"
 #include "gateway/exec_supervisor.h"
 #include "gateway/loop_tasks.h"
+#include "gateway/metrics_http.h"
 #include "gateway/metrics.h"
 #include "gateway/op_table.h"
 #include "gateway/ops_cache.h"
@@ -75,6 +76,8 @@ class Server final : public ConnectionOwner {
   void BeginShutdown(int signum);
   // Stops the [exec] children first (they still use the socket while finishing), then the server.
   void StopChildrenThenShutdown(int signum);
+  // The Prometheus text for /metrics, from the same counters as the stats ops.
+  std::string RenderMetrics();
   void CloseHandles();
 
   const Config& config_;
@@ -94,6 +97,7 @@ class Server final : public ConnectionOwner {
   uv_signal_t sigterm_;
   uv_signal_t sighup_;
   std::unique_ptr<ExecSupervisor> exec_;
+  std::unique_ptr<MetricsHttp> metrics_http_;
   bool exec_stopping_ = false;
   int exit_code_ = 0;
   uv_timer_t shutdown_timer_;

@@ -327,8 +327,9 @@ void Replicator::DbShipper::Checkpoint() {
 }
 
 void Replicator::DbShipper::SaveState() {
-  if (generation_.empty() || !have_wal_) return;
+  if (generation_.empty()) return;
   const std::string state = "generation=" + generation_ + "\ntxid=" + std::to_string(txid_) +
+                            "\nhave_wal=" + (have_wal_ ? "1" : "0") +
                             "\nsalt1=" + std::to_string(wal_.salt1) +
                             "\nsalt2=" + std::to_string(wal_.salt2) +
                             "\ncheckpoint_seq=" + std::to_string(wal_.checkpoint_seq) +
@@ -358,9 +359,12 @@ bool Replicator::DbShipper::ResumeFromState(const std::string& generation,
   auto num = [&](const char* k) { return std::strtoull(kv[k].c_str(), nullptr, 10); };
   // The note must describe exactly the replica's newest object, our last checkpoint must have
   // copied all of it, and nobody may have written the database file since.
-  if (kv["generation"] != generation || num("txid") != newest.last_txid || kv["complete"] != "1" ||
-      num("salt1") != newest.wal_salt1 || num("salt2") != newest.wal_salt2 ||
-      num("checkpoint_seq") != newest.wal_checkpoint_seq || num("frames") != newest.wal_end.frames) {
+  const bool had_wal = kv["have_wal"] == "1";
+  if (kv["generation"] != generation || num("txid") != newest.last_txid ||
+      (had_wal && (kv["complete"] != "1" || num("salt1") != newest.wal_salt1 ||
+                   num("salt2") != newest.wal_salt2 ||
+                   num("checkpoint_seq") != newest.wal_checkpoint_seq ||
+                   num("frames") != newest.wal_end.frames))) {
     return false;
   }
   const FileStamp now = StampOf(db_.path);
@@ -369,10 +373,11 @@ bool Replicator::DbShipper::ResumeFromState(const std::string& generation,
     return false;
   }
   // The WAL was restarted once since (by the first write after our complete checkpoint), or not
-  // written at all.
+  // written at all; with no WAL before, any WAL now holds only newer writes (nobody checkpointed:
+  // the database file is untouched).
   if (!wal) {
     have_wal_ = false;
-  } else if (wal->checkpoint_seq == newest.wal_checkpoint_seq + 1) {
+  } else if (!had_wal || wal->checkpoint_seq == newest.wal_checkpoint_seq + 1) {
     wal_ = *wal;
     pos_ = StartOf(*wal);
     have_wal_ = true;
@@ -483,6 +488,7 @@ Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& w
     status_.last_txid = txid_;
     status_.last_txid_time_ms = now;
     if (options_.log) options_.log("new_generation", db_.name, generation_ + ": " + why);
+    SaveState();
     return Pin();
   }
   return Status::Ok();

@@ -147,7 +147,8 @@ Result<std::unique_ptr<S3Client>> S3Client::Create(const S3Options& options) {
 
   SigV4Credentials credentials{o.access_key_id, o.secret_access_key, o.session_token};
   if (credentials.access_key_id.empty()) {
-    credentials = {Env("AWS_ACCESS_KEY_ID"), Env("AWS_SECRET_ACCESS_KEY"), Env("AWS_SESSION_TOKEN")};
+    credentials = {Env("AWS_ACCESS_KEY_ID"), Env("AWS_SECRET_ACCESS_KEY"),
+                   Env("AWS_SESSION_TOKEN")};
   }
   if (credentials.access_key_id.empty() || credentials.secret_access_key.empty()) {
     return Status::InvalidArgument(
@@ -229,8 +230,8 @@ Result<S3Client::Reply> S3Client::Execute(const Call& call) {
            UriEncode(call.query[i].second, false);
   }
   std::string sha = call.payload_sha256.empty() ? Sha256Hex(call.body) : call.payload_sha256;
-  std::string what = "S3 " + call.method + " " +
-                     ObjectUrlForMessages(call.bucket_level ? "" : call.full_key);
+  std::string what =
+      "S3 " + call.method + " " + ObjectUrlForMessages(call.bucket_level ? "" : call.full_key);
 
   std::string last_failure;
   for (int attempt = 1;; ++attempt) {
@@ -242,13 +243,15 @@ Result<S3Client::Reply> S3Client::Execute(const Call& call) {
     if (call.response_fd >= 0) {
       // A retry rewrites the temporary file from the start, not after a failed try's bytes.
       if (::ftruncate(call.response_fd, 0) != 0 || ::lseek(call.response_fd, 0, SEEK_SET) != 0) {
-        return Status::IoError(what + ": cannot rewind the temporary file: " + std::strerror(errno));
+        return Status::IoError(what +
+                               ": cannot rewind the temporary file: " + std::strerror(errno));
       }
     }
     auto now = std::chrono::system_clock::now().time_since_epoch();
     SigV4Request to_sign{call.method, target.host, target.path, call.query, call.headers, sha};
-    SigV4Headers sig = SignV4(to_sign, credentials_, options_.region, "s3",
-                              AmzDate(std::chrono::duration_cast<std::chrono::seconds>(now).count()));
+    SigV4Headers sig =
+        SignV4(to_sign, credentials_, options_.region, "s3",
+               AmzDate(std::chrono::duration_cast<std::chrono::seconds>(now).count()));
     HttpRequest request{call.method, url, call.headers, call.body, call.response_fd};
     request.headers.emplace_back("x-amz-date", sig.amz_date);
     request.headers.emplace_back("x-amz-content-sha256", sig.content_sha256);
@@ -341,7 +344,8 @@ Status S3Client::ProbeConditional() {
   if (Is2xx(inm->http.status)) why = "the store ignores If-None-Match";
   if (IsNotImplemented(inm->error, inm->http.status)) why = "the store refuses If-None-Match";
   if (why.empty()) {
-    auto im = SendPut(full, "probe-if-match", {{"If-Match", "\"0123456789abcdef0123456789abcdef\""}});
+    auto im =
+        SendPut(full, "probe-if-match", {{"If-Match", "\"0123456789abcdef0123456789abcdef\""}});
     if (!im.ok()) return im.status();
     if (Is2xx(im->http.status)) why = "the store ignores If-Match";
     if (IsNotImplemented(im->error, im->http.status)) why = "the store refuses If-Match";
@@ -354,8 +358,9 @@ Status S3Client::ProbeConditional() {
   }
   conditional_note_ = "conditional writes emulated with HEAD then PUT: " + why;
   conditional_state_ = 2;
-  Log(Where() + ": " + why + "; falling back to HEAD then PUT, which is not atomic: keep a "
-                                "single writer per replica");
+  Log(Where() + ": " + why +
+      "; falling back to HEAD then PUT, which is not atomic: keep a "
+      "single writer per replica");
   return Status::Ok();
 }
 
@@ -460,8 +465,8 @@ Result<std::string> S3Client::PutIfMatchNative(const std::string& full_key, std:
   return ErrorFor({"PUT", full_key}, *reply);
 }
 
-Result<std::string> S3Client::PutIfMatchEmulated(const std::string& full_key,
-                                                 std::string_view data, const std::string& etag) {
+Result<std::string> S3Client::PutIfMatchEmulated(const std::string& full_key, std::string_view data,
+                                                 const std::string& etag) {
   auto info = HeadFull(full_key);
   if (!info.ok() && info.status().code() != Status::Code::kNotFound) return info.status();
   bool exists = info.ok();
@@ -593,7 +598,8 @@ Result<std::vector<ObjectInfo>> S3Client::List(const std::string& prefix) {
     if (!reply.ok()) return reply.status();
     if (!Is2xx(reply->http.status)) return ErrorFor(call, *reply);
     auto page = ParseListObjectsV2(reply->http.body);
-    if (!page.ok()) return page.status().WithContext("S3 list of s3://" + bucket_ + "/" + root_ + prefix);
+    if (!page.ok())
+      return page.status().WithContext("S3 list of s3://" + bucket_ + "/" + root_ + prefix);
     for (auto& e : page->entries) {
       // A store that ignored the prefix must not hand us other replicas' objects.
       if (!e.key.starts_with(root_ + prefix)) continue;

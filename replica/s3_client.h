@@ -121,8 +121,8 @@ class S3Client final : public ReplicaClient {
     std::vector<std::pair<std::string, std::string>> headers = {};
     std::string_view body = {};
     std::string payload_sha256 = {};  // of body; computed by Execute when empty
-    int response_fd = -1;        // GetToFile's temporary file, rewound before each try
-    bool error_in_200 = false;   // CompleteMultipartUpload: a 200 may carry an <Error>
+    int response_fd = -1;             // GetToFile's temporary file, rewound before each try
+    bool error_in_200 = false;        // CompleteMultipartUpload: a 200 may carry an <Error>
   };
   struct Reply {
     HttpResponse http;
@@ -150,9 +150,8 @@ class S3Client final : public ReplicaClient {
   // Sets *unsupported (and returns OK) when the store refuses the conditional header.
   services::Status PutNewNative(const std::string& full_key, std::string_view data,
                                 bool* unsupported);
-  services::Result<std::string> PutIfMatchNative(const std::string& full_key,
-                                                 std::string_view data, const std::string& etag,
-                                                 bool* unsupported);
+  services::Result<std::string> PutIfMatchNative(const std::string& full_key, std::string_view data,
+                                                 const std::string& etag, bool* unsupported);
   // The ETag of a successful PUT: from the answer, else from a HEAD.
   services::Result<std::string> EtagAfterPut(const std::string& full_key, const Reply& reply);
   // After a conditional write was refused on a retry: true when the object holds what we sent,

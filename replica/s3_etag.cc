@@ -46,8 +46,8 @@ std::string MultipartEtag(const std::vector<std::string>& part_md5s) {
 }
 
 std::string QuoteEtag(std::string_view etag) {
-  if (etag.empty() || etag.starts_with("W/") || (etag.size() >= 2 && etag.front() == '"' &&
-                                                 etag.back() == '"')) {
+  if (etag.empty() || etag.starts_with("W/") ||
+      (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"')) {
     return std::string(etag);
   }
   return "\"" + std::string(etag) + "\"";

@@ -11,8 +11,9 @@
 //
 // Commands: put-new KEY DATA | put KEY DATA | put-if-match KEY ETAG DATA | put-file-new KEY PATH |
 // get KEY (raw bytes to stdout) | get-to-file KEY PATH | head KEY | list PREFIX | delete KEY |
-// describe | probe. DATA "@FILE" reads FILE. head and list print JSON; put-if-match prints the
-// new ETag.
+// describe | probe | put-many PREFIX COUNT THREADS (COUNT small objects PREFIX0..., written from
+// THREADS threads through one client, then read back). DATA "@FILE" reads FILE. head and list print
+// JSON; put-if-match prints the new ETag.
 //
 // Exit status: 0 on success, 10 + the services::Status code otherwise (11 invalid argument,
 // 12 not found, 13 already exists, 14 failed precondition, 16 IO error), 2 for bad usage; the
@@ -23,6 +24,7 @@
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "replica/s3_client.h"
@@ -98,30 +100,75 @@ int ParseOptions(int argc, char** argv, replica::S3Options* o, bool* stats) {
     }
     if (i + 1 >= argc) return Usage("missing value after " + flag), -1;
     std::string v = argv[++i];
-    if (flag == "--url") o->url = v;
-    else if (flag == "--endpoint") o->endpoint = v;
-    else if (flag == "--region") o->region = v;
-    else if (flag == "--access-key") o->access_key_id = v;
-    else if (flag == "--secret-key") o->secret_access_key = v;
-    else if (flag == "--session-token") o->session_token = v;
-    else if (flag == "--multipart-threshold") o->multipart_threshold = std::atoll(v.c_str());
-    else if (flag == "--part-size") o->part_size = std::atoll(v.c_str());
-    else if (flag == "--page-size") o->list_page_size = std::atoi(v.c_str());
-    else if (flag == "--max-attempts") o->max_attempts = std::atoi(v.c_str());
-    else if (flag == "--retry-base-ms") o->retry_base_ms = std::atoll(v.c_str());
-    else if (flag == "--connect-timeout-ms") o->timeouts.connect_ms = std::atoll(v.c_str());
-    else if (flag == "--low-speed-seconds") o->timeouts.low_speed_seconds = std::atoll(v.c_str());
-    else if (flag == "--request-timeout-ms") o->timeouts.request_ms = std::atoll(v.c_str());
+    if (flag == "--url")
+      o->url = v;
+    else if (flag == "--endpoint")
+      o->endpoint = v;
+    else if (flag == "--region")
+      o->region = v;
+    else if (flag == "--access-key")
+      o->access_key_id = v;
+    else if (flag == "--secret-key")
+      o->secret_access_key = v;
+    else if (flag == "--session-token")
+      o->session_token = v;
+    else if (flag == "--multipart-threshold")
+      o->multipart_threshold = std::atoll(v.c_str());
+    else if (flag == "--part-size")
+      o->part_size = std::atoll(v.c_str());
+    else if (flag == "--page-size")
+      o->list_page_size = std::atoi(v.c_str());
+    else if (flag == "--max-attempts")
+      o->max_attempts = std::atoi(v.c_str());
+    else if (flag == "--retry-base-ms")
+      o->retry_base_ms = std::atoll(v.c_str());
+    else if (flag == "--connect-timeout-ms")
+      o->timeouts.connect_ms = std::atoll(v.c_str());
+    else if (flag == "--low-speed-seconds")
+      o->timeouts.low_speed_seconds = std::atoll(v.c_str());
+    else if (flag == "--request-timeout-ms")
+      o->timeouts.request_ms = std::atoll(v.c_str());
     else if (flag == "--conditional") {
-      if (v == "auto") o->conditional_writes = replica::ConditionalWrites::kAuto;
-      else if (v == "native") o->conditional_writes = replica::ConditionalWrites::kNative;
-      else if (v == "emulated") o->conditional_writes = replica::ConditionalWrites::kEmulated;
-      else return Usage("--conditional is auto, native or emulated"), -1;
+      if (v == "auto")
+        o->conditional_writes = replica::ConditionalWrites::kAuto;
+      else if (v == "native")
+        o->conditional_writes = replica::ConditionalWrites::kNative;
+      else if (v == "emulated")
+        o->conditional_writes = replica::ConditionalWrites::kEmulated;
+      else
+        return Usage("--conditional is auto, native or emulated"), -1;
     } else {
       return Usage("unknown flag " + flag), -1;
     }
   }
   return i;
+}
+
+// One client shared by several threads, as the replicator uses it.
+int PutMany(replica::S3Client& client, const std::string& prefix, int count, int threads) {
+  std::vector<Status> results(static_cast<size_t>(count));
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (int i = t; i < count; i += threads) {
+        std::string key = prefix + std::to_string(i);
+        Status s = client.Put(key, key);
+        if (s.ok()) {
+          auto got = client.Get(key);
+          if (!got.ok())
+            s = got.status();
+          else if (*got != key)
+            s = Status::Corruption("read back something else for " + key);
+        }
+        results[static_cast<size_t>(i)] = s;
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  for (const Status& s : results) {
+    if (!s.ok()) return Finish(s);
+  }
+  return 0;
 }
 
 int Run(replica::S3Client& client, const std::vector<std::string>& a) {
@@ -172,6 +219,8 @@ int Run(replica::S3Client& client, const std::vector<std::string>& a) {
     return 0;
   }
   if (cmd == "delete" && need(1)) return Finish(client.Delete(a[1]));
+  if (cmd == "put-many" && need(3))
+    return PutMany(client, a[1], std::atoi(a[2].c_str()), std::atoi(a[3].c_str()));
   return Usage("unknown command or wrong number of arguments: " + cmd);
 }
 

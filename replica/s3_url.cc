@@ -13,7 +13,8 @@ bool BadSegments(std::string_view path) {
   size_t start = 0;
   for (;;) {
     size_t slash = path.find('/', start);
-    std::string_view seg = path.substr(start, slash == std::string_view::npos ? slash : slash - start);
+    std::string_view seg =
+        path.substr(start, slash == std::string_view::npos ? slash : slash - start);
     if (seg.empty() || seg == "." || seg == "..") return true;
     if (slash == std::string_view::npos) return false;
     start = slash + 1;
@@ -83,8 +84,8 @@ services::Result<S3Endpoint> ParseEndpoint(std::string_view endpoint) {
 
 Status ValidateKey(std::string_view key, std::string_view root) {
   auto bad = [&](std::string_view why) {
-    return Status::InvalidArgument("bad replica key \"" + std::string(key) + "\": " +
-                                   std::string(why));
+    return Status::InvalidArgument("bad replica key \"" + std::string(key) +
+                                   "\": " + std::string(why));
   };
   if (key.empty()) return bad("empty");
   if (key.size() + root.size() > kMaxKeyBytes) return bad("longer than 1024 bytes with the prefix");

@@ -206,7 +206,8 @@ std::string UrlDecode(std::string_view s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '+') {
       out.push_back(' ');
-    } else if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 && HexValue(s[i + 2]) >= 0) {
+    } else if (s[i] == '%' && i + 2 < s.size() && HexValue(s[i + 1]) >= 0 &&
+               HexValue(s[i + 2]) >= 0) {
       out.push_back(static_cast<char>(HexValue(s[i + 1]) * 16 + HexValue(s[i + 2])));
       i += 2;
     } else {
@@ -220,11 +221,20 @@ std::string XmlEscape(std::string_view s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -259,7 +269,8 @@ services::Result<S3ListPage> ParseListObjectsV2(std::string_view xml) {
     entry.mtime_ms = ParseIso8601Ms(child->ChildText("LastModified"));
     entry.etag = child->ChildText("ETag");
     if (entry.key.empty() || entry.size < 0) {
-      return services::Status::Corruption("a <Contents> entry without a key or size from the store");
+      return services::Status::Corruption(
+          "a <Contents> entry without a key or size from the store");
     }
     page.entries.push_back(std::move(entry));
   }
@@ -289,8 +300,11 @@ services::Result<std::string> ParseUploadId(std::string_view xml) {
   auto doc = Parser(xml).ParseDocument();
   if (!doc.ok()) return doc.status();
   std::string id = (*doc)->ChildText("UploadId");
-  if ((*doc)->name != "InitiateMultipartUploadResult" || id.empty()) {
-    return services::Status::Corruption("the store's InitiateMultipartUpload answer has no UploadId");
+  // AWS's root is <InitiateMultipartUploadResult>; rclone 1.75 sends <InitiateMultipartUpload>.
+  // Only the UploadId matters.
+  if ((*doc)->name == "Error" || id.empty()) {
+    return services::Status::Corruption(
+        "the store's InitiateMultipartUpload answer has no UploadId");
   }
   return id;
 }
@@ -298,8 +312,8 @@ services::Result<std::string> ParseUploadId(std::string_view xml) {
 std::string CompleteMultipartXml(const std::vector<std::pair<int, std::string>>& parts) {
   std::string out = "<CompleteMultipartUpload>";
   for (const auto& [number, etag] : parts) {
-    out += "<Part><PartNumber>" + std::to_string(number) + "</PartNumber><ETag>" +
-           XmlEscape(etag) + "</ETag></Part>";
+    out += "<Part><PartNumber>" + std::to_string(number) + "</PartNumber><ETag>" + XmlEscape(etag) +
+           "</ETag></Part>";
   }
   out += "</CompleteMultipartUpload>";
   return out;

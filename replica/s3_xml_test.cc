@@ -44,10 +44,11 @@ TEST(S3Xml, DecodesUrlEncodedKeysOnlyWhenTheStoreSaysSo) {
 }
 
 TEST(S3Xml, RejectsMalformedDocuments) {
-  for (const char* bad : {"", "<ListBucketResult>", "<ListBucketResult></Other>",
-                          "<Error><Code>x</Code></Error>", "<ListBucketResult>&bogus;</ListBucketResult>",
-                          "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
-                          "<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>"}) {
+  for (const char* bad :
+       {"", "<ListBucketResult>", "<ListBucketResult></Other>", "<Error><Code>x</Code></Error>",
+        "<ListBucketResult>&bogus;</ListBucketResult>",
+        "<ListBucketResult><IsTruncated>true</IsTruncated></ListBucketResult>",
+        "<ListBucketResult><Contents><Size>1</Size></Contents></ListBucketResult>"}) {
     EXPECT_FALSE(ParseListObjectsV2(bad).ok()) << bad;
   }
   std::string deep;
@@ -76,6 +77,9 @@ TEST(S3Xml, UploadIdAndCompleteBody) {
   ASSERT_TRUE(id.ok());
   EXPECT_EQ(*id, "abc-123");
   EXPECT_FALSE(ParseUploadId("<InitiateMultipartUploadResult/>").ok());
+  EXPECT_EQ(
+      *ParseUploadId("<InitiateMultipartUpload><UploadId>r</UploadId></InitiateMultipartUpload>"),
+      "r");  // rclone's root element
   EXPECT_EQ(CompleteMultipartXml({{1, "\"a\""}, {2, "\"b\""}}),
             "<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>&quot;a&quot;</ETag>"
             "</Part><Part><PartNumber>2</PartNumber><ETag>&quot;b&quot;</ETag></Part>"

@@ -151,9 +151,10 @@ SigV4Headers SignV4(const SigV4Request& request, const SigV4Credentials& credent
                           signed_headers + "\n" + request.payload_sha256;
 
   std::string date(amz_date.substr(0, 8));
-  std::string scope = date + "/" + std::string(region) + "/" + std::string(service) + "/aws4_request";
-  out.string_to_sign = "AWS4-HMAC-SHA256\n" + out.amz_date + "\n" + scope + "\n" +
-                       Sha256Hex(out.canonical_request);
+  std::string scope =
+      date + "/" + std::string(region) + "/" + std::string(service) + "/aws4_request";
+  out.string_to_sign =
+      "AWS4-HMAC-SHA256\n" + out.amz_date + "\n" + scope + "\n" + Sha256Hex(out.canonical_request);
 
   std::string key = HmacSha256("AWS4" + credentials.secret_access_key, date);
   key = HmacSha256(key, region);
@@ -161,10 +162,10 @@ SigV4Headers SignV4(const SigV4Request& request, const SigV4Credentials& credent
   key = HmacSha256(key, "aws4_request");
   std::string signature = HmacSha256(key, out.string_to_sign);
 
-  out.authorization = "AWS4-HMAC-SHA256 Credential=" + credentials.access_key_id + "/" + scope +
-                      ", SignedHeaders=" + signed_headers + ", Signature=" +
-                      ToHex(reinterpret_cast<const unsigned char*>(signature.data()),
-                            signature.size());
+  out.authorization =
+      "AWS4-HMAC-SHA256 Credential=" + credentials.access_key_id + "/" + scope +
+      ", SignedHeaders=" + signed_headers + ", Signature=" +
+      ToHex(reinterpret_cast<const unsigned char*>(signature.data()), signature.size());
   return out;
 }
 

@@ -37,7 +37,7 @@ struct SigV4Request {
   std::string method;  // "GET", "PUT", ...
   std::string host;    // the Host header: "bucket.s3.eu-west-1.amazonaws.com" or "127.0.0.1:9000"
   std::string path;    // raw path, e.g. "/bucket/dir/odd key+=.txt"; encoded by the signer
-  std::vector<std::pair<std::string, std::string>> query;    // raw names and values
+  std::vector<std::pair<std::string, std::string>> query;  // raw names and values
   // Other headers to sign and send (e.g. if-none-match, content-type). Not host, x-amz-date,
   // x-amz-content-sha256 or x-amz-security-token: the signer adds those.
   std::vector<std::pair<std::string, std::string>> headers;
@@ -47,11 +47,11 @@ struct SigV4Request {
 // The headers to send: every header of the request plus these.
 struct SigV4Headers {
   std::string authorization;
-  std::string amz_date;              // x-amz-date
-  std::string content_sha256;        // x-amz-content-sha256
-  std::string security_token;        // x-amz-security-token; empty when there is none
-  std::string canonical_request;     // for tests and debugging; holds no secret
-  std::string string_to_sign;        // likewise
+  std::string amz_date;           // x-amz-date
+  std::string content_sha256;     // x-amz-content-sha256
+  std::string security_token;     // x-amz-security-token; empty when there is none
+  std::string canonical_request;  // for tests and debugging; holds no secret
+  std::string string_to_sign;     // likewise
 };
 
 // Signs `request` for `region` and `service` ("s3") at `amz_date` ("YYYYMMDDTHHMMSSZ").

@@ -42,7 +42,11 @@ INSTANTIATE_TEST_SUITE_P(
     Sigv4, AwsExamples,
     testing::Values(
         AwsExample{"GetObject",
-                   {"GET", kExampleHost, "/test.txt", {}, {{"Range", "bytes=0-9"}},
+                   {"GET",
+                    kExampleHost,
+                    "/test.txt",
+                    {},
+                    {{"Range", "bytes=0-9"}},
                     std::string(kEmptySha256)},
                    "host;range;x-amz-content-sha256;x-amz-date",
                    "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"},
@@ -72,23 +76,24 @@ INSTANTIATE_TEST_SUITE_P(
     [](const testing::TestParamInfo<AwsExample>& info) { return info.param.name; });
 
 TEST(Sigv4, PutObjectCanonicalRequestMatchesDocumentation) {
-  SigV4Request r{"PUT",
-                 kExampleHost,
-                 "/test$file.text",
-                 {},
-                 {{"Date", "Fri, 24 May 2013 00:00:00 GMT"},
-                  {"x-amz-storage-class", "REDUCED_REDUNDANCY"}},
-                 Sha256Hex("Welcome to Amazon S3.")};
+  SigV4Request r{
+      "PUT",
+      kExampleHost,
+      "/test$file.text",
+      {},
+      {{"Date", "Fri, 24 May 2013 00:00:00 GMT"}, {"x-amz-storage-class", "REDUCED_REDUNDANCY"}},
+      Sha256Hex("Welcome to Amazon S3.")};
   SigV4Headers h = SignV4(r, kExampleCredentials, "us-east-1", "s3", kExampleDate);
-  EXPECT_EQ(h.canonical_request,
-            "PUT\n/test%24file.text\n\n"
-            "date:Fri, 24 May 2013 00:00:00 GMT\n"
-            "host:examplebucket.s3.amazonaws.com\n"
-            "x-amz-content-sha256:44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072\n"
-            "x-amz-date:20130524T000000Z\n"
-            "x-amz-storage-class:REDUCED_REDUNDANCY\n\n"
-            "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class\n"
-            "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
+  EXPECT_EQ(
+      h.canonical_request,
+      "PUT\n/test%24file.text\n\n"
+      "date:Fri, 24 May 2013 00:00:00 GMT\n"
+      "host:examplebucket.s3.amazonaws.com\n"
+      "x-amz-content-sha256:44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072\n"
+      "x-amz-date:20130524T000000Z\n"
+      "x-amz-storage-class:REDUCED_REDUNDANCY\n\n"
+      "date;host;x-amz-content-sha256;x-amz-date;x-amz-storage-class\n"
+      "44ce7dd67c959e0d3524ffac1771dfbba87d2b6b4b4e99e42034a8b803f8b072");
 }
 
 TEST(Sigv4, UriEncodeKeepsUnreservedAndEncodesTheRest) {
@@ -109,8 +114,7 @@ TEST(Sigv4, QueryIsSortedByEncodedNameThenValueWithEmptyValues) {
 TEST(Sigv4, HeaderValuesAreTrimmedAndRepeatsJoined) {
   SigV4Request r{"GET", "h", "/", {}, {{"X-Meta", "  a   b  "}, {"x-meta", "c"}}, "x"};
   SigV4Headers h = SignV4(r, kExampleCredentials, "us-east-1", "s3", kExampleDate);
-  EXPECT_NE(h.canonical_request.find("\nx-meta:a b,c\n"), std::string::npos)
-      << h.canonical_request;
+  EXPECT_NE(h.canonical_request.find("\nx-meta:a b,c\n"), std::string::npos) << h.canonical_request;
 }
 
 TEST(Sigv4, SessionTokenIsSigned) {

@@ -83,7 +83,8 @@ int main(int argc, char** argv) {
     return Usage("--method, --host and --date are required");
   }
   if (request.payload_sha256.empty()) {
-    request.payload_sha256 = have_body ? replica::Sha256Hex(body) : std::string(replica::kEmptySha256);
+    request.payload_sha256 =
+        have_body ? replica::Sha256Hex(body) : std::string(replica::kEmptySha256);
   }
   replica::SigV4Headers h = replica::SignV4(request, credentials, region, service, date);
   std::cout << "authorization: " << h.authorization << "\n"
