@@ -283,8 +283,8 @@ std::string Server::RenderMetrics() {
   p.Family("gateway_uptime_seconds", "gauge", "Seconds since the gateway started");
   p.Sample("gateway_uptime_seconds",
            static_cast<double>(clock_->MonotonicMicros() - core_env_.started_mono_us) / 1e6);
-  p.Family("gateway_connections", "gauge", "Client connections open now");
-  p.Sample("gateway_connections", static_cast<double>(m.connections_open));
+  p.Family("gateway_connections_open", "gauge", "Client connections open now");
+  p.Sample("gateway_connections_open", static_cast<double>(m.connections_open));
   p.Family("gateway_connections_total", "counter", "Client connections accepted");
   p.Sample("gateway_connections_total", static_cast<double>(m.connections_total));
   p.Family("gateway_connections_rejected_total", "counter",

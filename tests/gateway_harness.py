@@ -171,8 +171,12 @@ class GatewayProcess:
 
     # --- lifecycle -----------------------------------------------------------------------------
 
-    def start(self, wait: bool = True, timeout: float = READY_TIMEOUT) -> GatewayProcess:
+    def start(
+        self, wait: bool = True, timeout: float = READY_TIMEOUT, extra_args: tuple[str, ...] = ()
+    ) -> GatewayProcess:
         """Start the process; with ``wait``, return once it answers ``hello``.
+
+        :param extra_args: more command-line arguments, such as ``("--lease-wait", "30s")``.
 
         :raises GatewayError: if it exits or does not answer within ``timeout``.
         """
@@ -183,7 +187,7 @@ class GatewayProcess:
         with open(self.log_path, "ab") as log, open(self.stdout_path, "ab") as out:
             self.started_at = time.monotonic()
             self.proc = subprocess.Popen(
-                [str(binary), "--config", str(self.config_path)],
+                [str(binary), "--config", str(self.config_path), *extra_args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=log,
