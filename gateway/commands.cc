@@ -81,7 +81,7 @@ std::string Str(const msgpack::object& map, std::string_view key) {
 }  // namespace
 
 int RunStatus(const Config& config) {
-  Result<std::unique_ptr<SocketClient>> gw = SocketClient::Connect(config.server.socket);
+  Result<std::unique_ptr<SocketClient>> gw = SocketClient::Connect(config.server.socket, config.server.token);
   if (!gw.ok()) return Fail(gw.status().message());
   auto call = [&](const std::string& op) -> std::optional<SocketClient::Response> {
     Result<SocketClient::Response> r = (*gw)->Call(op, [](Packer& p) { p.pack_map(0); }, 10'000);
@@ -242,7 +242,7 @@ int RunSnapshots(const Config& config, const std::string& db) {
 int RunVerify(const Config& config) {
   Result<std::shared_ptr<replica::ReplicaClient>> client = ClientFor(config);
   if (!client.ok()) return Fail(client.status().message());
-  Result<std::unique_ptr<SocketClient>> gw = SocketClient::Connect(config.server.socket);
+  Result<std::unique_ptr<SocketClient>> gw = SocketClient::Connect(config.server.socket, config.server.token);
   if (!gw.ok()) return Fail(gw.status().message());
   // 1. A marker the replica must come to hold: a cache entry (the gateway's own database).
   const std::string marker = "gateway:verify:" + services::queue::RandomId();

@@ -205,6 +205,10 @@ Status ReadServer(TableReader& r, const std::string& dir, ServerConfig* s) {
   GW_RETURN_IF_ERROR(r.OneOf("log_level", &s->log_level, {"debug", "info", "warn", "error"}));
   GW_RETURN_IF_ERROR(r.OneOf("log_format", &s->log_format, {"logfmt", "json"}));
   GW_RETURN_IF_ERROR(r.Str("metrics_addr", &s->metrics_addr));
+  GW_RETURN_IF_ERROR(r.Str("token", &s->token));
+  if (!s->token.empty() && s->token.size() < 16) {
+    return r.Error(nullptr, "token", "must be at least 16 characters (use a random string)");
+  }
   if (!s->metrics_addr.empty()) {
     const size_t colon = s->metrics_addr.rfind(':');
     const std::string port = colon == std::string::npos ? "" : s->metrics_addr.substr(colon + 1);
@@ -499,7 +503,8 @@ std::string FormatConfig(const Config& c) {
     << "shutdown_timeout = " << Quote(FormatDurationMs(c.server.shutdown_timeout_ms)) << "\n"
     << "log_level = " << Quote(c.server.log_level) << "\n"
     << "log_format = " << Quote(c.server.log_format) << "\n"
-    << "metrics_addr = " << Quote(c.server.metrics_addr) << "\n\n";
+    << "metrics_addr = " << Quote(c.server.metrics_addr) << "\n"
+    << "token = " << Quote(secret(c.server.token)) << "\n\n";
   static const char* const kSync[] = {"OFF", "NORMAL", "FULL", "EXTRA"};
   o << "[sqlite]\n"
     << "busy_timeout_ms = " << c.sqlite.busy_timeout_ms << "\n"

@@ -25,6 +25,7 @@ struct ServerConfig {
   std::string log_level = "info";              // debug | info | warn | error
   std::string log_format = "logfmt";           // logfmt | json
   std::string metrics_addr;                    // "127.0.0.1:9464": Prometheus /metrics; "" = off
+  std::string token;  // secret: when set, each connection must send it in hello before anything
 };
 
 struct DatabaseConfig {

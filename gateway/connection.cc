@@ -152,6 +152,22 @@ void Connection::HandlePayload(std::string_view payload) {
     reply.Error(ErrorCode::kShuttingDown, "the gateway is stopping; reconnect to its successor");
     return;
   }
+  if (owner_->token_required() && !authenticated_) {
+    if (request.op != "hello") {
+      reply.Error(ErrorCode::kUnauthorized,
+                  "this gateway requires a token: send hello with 'token' first ([server] token)");
+      return;
+    }
+    const msgpack::object* token = Args(request.args).Find("token");
+    if (token == nullptr || token->type != msgpack::type::STR ||
+        !owner_->TokenMatches(std::string_view(token->via.str.ptr, token->via.str.size))) {
+      Log(LogLevel::kWarn, "auth_failed", {{"conn", id_}});
+      reply.Error(ErrorCode::kUnauthorized, "wrong or missing token in hello; closing");
+      close_after_flush_ = true;  // one guess per connection
+      return;
+    }
+    authenticated_ = true;
+  }
   owner_->ops().Dispatch(request, std::move(reply));
 }
 

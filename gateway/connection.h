@@ -32,6 +32,10 @@ class ConnectionOwner {
   virtual const OpTable& ops() const = 0;
   virtual Metrics& metrics() = 0;
   virtual bool shutting_down() const = 0;
+  // True when connections must present a token in hello before any other op.
+  virtual bool token_required() const = 0;
+  // Compares in constant time.
+  virtual bool TokenMatches(std::string_view token) const = 0;
   // The connection's handle is closed; the owner releases it now.
   virtual void ConnectionClosed(Connection* connection) = 0;
 };
@@ -100,6 +104,7 @@ class Connection final : public ReplySink, public std::enable_shared_from_this<C
   bool close_after_flush_ = false;
   bool closing_ = false;
   bool started_ = false;
+  bool authenticated_ = false;
 };
 
 }  // namespace gateway

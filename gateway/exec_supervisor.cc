@@ -47,7 +47,7 @@ std::vector<std::string> ExecSupervisor::Environment() const {
   std::vector<std::string> env;
   auto skip = [](const std::string& entry) {
     for (const char* k : {"GATEWAY_SOCKET=", "GATEWAY_DB_MAIN=", "GATEWAY_DB_CACHE=",
-                          "GATEWAY_DB_QUEUE=", "LD_LIBRARY_PATH="}) {
+                          "GATEWAY_DB_QUEUE=", "GATEWAY_TOKEN=", "LD_LIBRARY_PATH="}) {
       if (entry.rfind(k, 0) == 0) return true;
     }
     return false;
@@ -76,6 +76,8 @@ std::vector<std::string> ExecSupervisor::Environment() const {
     Log(LogLevel::kWarn, "exec_sqlite_not_found",
         {{"detail", "no libsqlite3.so.0 beside the gateway binary; the app loads the system SQLite"}});
   }
+  // The app authenticates with the same token (gateway_client reads GATEWAY_TOKEN).
+  if (!config_.server.token.empty()) env.push_back("GATEWAY_TOKEN=" + config_.server.token);
   for (const auto& [k, v] : config_.exec.env) env.push_back(k + "=" + v);
   return env;
 }

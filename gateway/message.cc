@@ -95,6 +95,8 @@ std::string_view ErrorCodeName(ErrorCode code) {
       return "shutting_down";
     case ErrorCode::kInternal:
       return "internal";
+    case ErrorCode::kUnauthorized:
+      return "unauthorized";
     case ErrorCode::kKeyNotFound:
       return "key_not_found";
     case ErrorCode::kNotInteger:

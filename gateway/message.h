@@ -22,6 +22,7 @@ enum class ErrorCode : uint32_t {
   kTooManyConnections = 6,
   kShuttingDown = 7,
   kInternal = 8,
+  kUnauthorized = 9,
   // Cache ops.
   kKeyNotFound = 16,
   kNotInteger = 17,

@@ -113,7 +113,9 @@ void Stats(const CoreOpsEnv* env, Reply reply) {
 
 void AddCoreOps(OpTable* table, const CoreOpsEnv* env) {
   table->Add({"hello",
-              {{"protocol", ArgType::kUint, false}, {"client", ArgType::kStr, false}},
+              {{"protocol", ArgType::kUint, false},
+               {"client", ArgType::kStr, false},
+               {"token", ArgType::kStr, false}},
               [env](const Args& args, Reply reply) { Hello(env, args, std::move(reply)); }});
   table->Add(
       {"ping", {}, [](const Args&, Reply reply) { reply.Ok([](Packer& p) { p.pack("pong"); }); }});

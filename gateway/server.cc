@@ -177,6 +177,16 @@ void Server::OnConnection(uv_stream_t* listener, int status) {
   conn->Start();
 }
 
+bool Server::TokenMatches(std::string_view token) const {
+  const std::string& want = config_.server.token;
+  // Constant time in the token's content, so timing reveals nothing about it.
+  unsigned char diff = token.size() == want.size() ? 0 : 1;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff |= static_cast<unsigned char>(want[i] ^ (i < token.size() ? token[i] : 0));
+  }
+  return diff == 0;
+}
+
 void Server::ConnectionClosed(Connection* connection) {
   auto it = connections_.find(connection->id());
   if (it == connections_.end()) return;

@@ -62,6 +62,8 @@ class Server final : public ConnectionOwner {
   const OpTable& ops() const override { return ops_; }
   Metrics& metrics() override { return *metrics_; }
   bool shutting_down() const override { return shutting_down_; }
+  bool token_required() const override { return !config_.server.token.empty(); }
+  bool TokenMatches(std::string_view token) const override;
   void ConnectionClosed(Connection* connection) override;
 
  private:

@@ -17,7 +17,8 @@ using services::Status;
 
 SocketClient::~SocketClient() { close(fd_); }
 
-Result<std::unique_ptr<SocketClient>> SocketClient::Connect(const std::string& path) {
+Result<std::unique_ptr<SocketClient>> SocketClient::Connect(const std::string& path,
+                                                           const std::string& token) {
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::IoError(std::string("socket: ") + std::strerror(errno));
   sockaddr_un addr{};
@@ -29,7 +30,19 @@ Result<std::unique_ptr<SocketClient>> SocketClient::Connect(const std::string& p
     close(fd);
     return st;
   }
-  return std::unique_ptr<SocketClient>(new SocketClient(fd));
+  std::unique_ptr<SocketClient> client(new SocketClient(fd));
+  if (!token.empty()) {
+    Result<Response> hello = client->Call("hello", [&](Packer& p) {
+      p.pack_map(1);
+      p.pack("token");
+      p.pack(token);
+    });
+    if (!hello.ok()) return hello.status();
+    if (hello->status != 0) {
+      return Status::FailedPrecondition("the gateway refused the [server] token of this config");
+    }
+  }
+  return client;
 }
 
 Result<SocketClient::Response> SocketClient::Call(const std::string& op,

@@ -14,7 +14,9 @@ namespace gateway {
 class SocketClient {
  public:
   ~SocketClient();
-  static services::Result<std::unique_ptr<SocketClient>> Connect(const std::string& socket_path);
+  // Connects and, when `token` is not empty, authenticates with hello.
+  static services::Result<std::unique_ptr<SocketClient>> Connect(const std::string& socket_path,
+                                                                 const std::string& token = "");
 
   struct Response {
     uint32_t status = 0;

@@ -233,7 +233,6 @@ Result<S3Client::Reply> S3Client::Execute(const Call& call) {
   std::string what =
       "S3 " + call.method + " " + ObjectUrlForMessages(call.bucket_level ? "" : call.full_key);
 
-  std::string last_failure;
   for (int attempt = 1;; ++attempt) {
     if (attempt > 1) {
       retries_++;
@@ -266,7 +265,6 @@ Result<S3Client::Reply> S3Client::Execute(const Call& call) {
     TransportFailure failure;
     if (!http_->Send(request, &reply.http, &failure)) {
       bytes_received_ += reply.http.body_bytes;
-      last_failure = failure.message;
       if (failure.retryable && attempt < options_.max_attempts) continue;
       std::string tries = attempt > 1 ? " after " + std::to_string(attempt) + " tries" : "";
       Log(what + " gave up" + tries + ": " + failure.message);
@@ -283,10 +281,7 @@ Result<S3Client::Reply> S3Client::Execute(const Call& call) {
       reply.error = ParseErrorBody(reply.http.body);
       reply.http.status = status = 500;
     }
-    if (IsRetryableStatus(status, reply.error.code) && attempt < options_.max_attempts) {
-      last_failure = std::to_string(status) + " " + reply.error.code;
-      continue;
-    }
+    if (IsRetryableStatus(status, reply.error.code) && attempt < options_.max_attempts) continue;
     return reply;
   }
 }

@@ -241,3 +241,43 @@ def test_a_second_gateway_without_lease_wait_refuses_clearly(gateway_dir: Path) 
         assert "held by" in second.log_text() and "--lease-wait" in second.log_text()
     finally:
         first.stop()
+
+
+def test_a_token_is_required_when_configured_and_never_printed(gateway_dir: Path) -> None:
+    from gateway_client import Client, GatewayError
+
+    token = "s3cret-token-0123456789"
+    gw = GatewayProcess(gateway_dir, {"server": {"token": token}}).start(wait=False)
+    wait_until(lambda: os.path.exists(gw.socket_path), 10, message="gateway did not start")
+    try:
+        with RawConnection(gw.socket_path) as conn:
+            reply = conn.call("ping")
+            assert reply[2]["code"] == "unauthorized"
+            reply = conn.call("hello", {"token": "wrong-token-0123456789"})
+            assert reply[2]["code"] == "unauthorized"
+            conn.expect_eof()  # one guess per connection
+        with RawConnection(gw.socket_path) as conn:
+            assert conn.call("hello", {"token": token})[1] == 0
+            assert conn.call("ping")[2] == "pong"
+        assert Client(gw.socket_path, token=token).ping() == "pong"
+        try:
+            Client(gw.socket_path, token="nope-nope-nope-nope", connect_attempts=1).ping()
+            raise AssertionError("a wrong token must be refused")
+        except GatewayError:
+            pass
+        checked = subprocess.run(
+            [str(build_dir() / "gateway"), "check-config", "--config", str(gw.config_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert token not in checked.stdout and 'token = "********"' in checked.stdout
+        status = subprocess.run(
+            [str(build_dir() / "gateway"), "status", "--config", str(gw.config_path)],
+            capture_output=True,
+            text=True,
+        )
+        assert status.returncode == 0, status.stderr
+    finally:
+        gw.stop()
+    assert token not in gw.log_text()

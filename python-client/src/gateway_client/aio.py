@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from types import EllipsisType
 from typing import Any
 
-from gateway_client.client import _RETRYABLE_HELLO_ERRORS, PROTOCOL_VERSION, Client, _client_name
+from gateway_client.client import _RETRYABLE_HELLO_ERRORS, PROTOCOL_VERSION, Client, hello_args
 from gateway_client.connection import RequestNotSentError, _describe_connect_error
 from gateway_client.errors import (
     BadArgument,
@@ -299,10 +299,13 @@ class AsyncClient:
         connect_attempts: int = 5,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        token: str | None = None,
     ) -> None:
         if connect_attempts < 1:
             raise ValueError("connect_attempts must be at least 1")
         self.socket_path = os.fspath(socket_path)
+        #: The gateway's ``[server] token``, sent in ``hello``; by default ``$GATEWAY_TOKEN``.
+        self.token = token if token is not None else os.environ.get("GATEWAY_TOKEN") or None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.connect_attempts = connect_attempts
@@ -325,9 +328,7 @@ class AsyncClient:
         :raises ConnectionError: if no connection could be made.
         :raises ProtocolError: if the server does not speak protocol 1.
         """
-        result = await self.request(
-            "hello", {"protocol": PROTOCOL_VERSION, "client": _client_name()}
-        )
+        result = await self.request("hello", hello_args(self.token))
         Client._check_hello(result)
         return result
 
@@ -493,9 +494,7 @@ class AsyncClient:
         )
         try:
             hello = await connection.call(
-                "hello",
-                {"protocol": PROTOCOL_VERSION, "client": _client_name()},
-                timeout=self.connect_timeout,
+                "hello", hello_args(self.token), timeout=self.connect_timeout
             )
             Client._check_hello(hello)
         except BadArgument as e:

@@ -64,10 +64,13 @@ class Client:
         connect_attempts: int = 5,
         backoff: float = 0.05,
         max_backoff: float = 1.0,
+        token: str | None = None,
     ) -> None:
         if connect_attempts < 1:
             raise ValueError("connect_attempts must be at least 1")
         self.socket_path = os.fspath(socket_path)
+        #: The gateway's ``[server] token``, sent in ``hello``; by default ``$GATEWAY_TOKEN``.
+        self.token = token if token is not None else os.environ.get("GATEWAY_TOKEN") or None
         self.timeout = timeout
         self.connect_timeout = connect_timeout
         self.connect_attempts = connect_attempts
@@ -97,7 +100,7 @@ class Client:
         :raises ConnectionError: if no connection could be made.
         :raises ProtocolError: if the server does not speak protocol 1.
         """
-        result = self.request("hello", {"protocol": PROTOCOL_VERSION, "client": _client_name()})
+        result = self.request("hello", hello_args(self.token))
         self._check_hello(result)
         return result
 
@@ -264,9 +267,7 @@ class Client:
         connection = Connection(self.socket_path, connect_timeout=self.connect_timeout)
         try:
             hello = connection.call(
-                "hello",
-                {"protocol": PROTOCOL_VERSION, "client": _client_name()},
-                timeout=self.connect_timeout,
+                "hello", hello_args(self.token), timeout=self.connect_timeout
             )
             self._check_hello(hello)
         except BadArgument as e:
@@ -306,6 +307,14 @@ def _fresh_locks_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_fresh_locks_after_fork)
+
+
+def hello_args(token: str | None) -> dict[str, object]:
+    """The arguments of ``hello``: protocol version, client name and, if set, the token."""
+    args: dict[str, object] = {"protocol": PROTOCOL_VERSION, "client": _client_name()}
+    if token:
+        args["token"] = token
+    return args
 
 
 def _client_name() -> str:
