@@ -248,11 +248,13 @@ int RunVerify(const Config& config) {
   const std::string marker = "gateway:verify:" + services::queue::RandomId();
   const std::string value = FormatTimestampMs(::time(nullptr) * int64_t{1000});
   Result<SocketClient::Response> r = (*gw)->Call("cache.set", [&](Packer& p) {
-    p.pack_map(2);
+    p.pack_map(3);
     p.pack("key");
     p.pack(marker);
     p.pack("value");
     p.pack(value);
+    p.pack("timeout");  // deleted at the end; expires anyway if verify is interrupted
+    p.pack(3600);
   });
   if (!r.ok() || r->status != 0) return Fail("could not write the marker through the gateway");
   // 2. Everything committed so far, the marker included, goes to the replica.

@@ -280,6 +280,7 @@ Status ReadReplica(TableReader& r, const std::string& dir, ReplicaConfig* p) {
   GW_RETURN_IF_ERROR(r.Str("region", &p->region));
   GW_RETURN_IF_ERROR(r.Str("access_key_id", &p->access_key_id));
   GW_RETURN_IF_ERROR(r.Str("secret_access_key", &p->secret_access_key));
+  GW_RETURN_IF_ERROR(r.Str("encryption_key", &p->encryption_key));
   GW_RETURN_IF_ERROR(r.Duration("sync_interval", &p->sync_interval_ms));
   GW_RETURN_IF_ERROR(r.Duration("snapshot_interval", &p->snapshot_interval_ms));
   GW_RETURN_IF_ERROR(r.Duration("retention", &p->retention_ms));
@@ -525,6 +526,7 @@ std::string FormatConfig(const Config& c) {
     << "region = " << Quote(c.replica.region) << "\n"
     << "access_key_id = " << Quote(secret(c.replica.access_key_id)) << "\n"
     << "secret_access_key = " << Quote(secret(c.replica.secret_access_key)) << "\n"
+    << "encryption_key = " << Quote(secret(c.replica.encryption_key)) << "\n"
     << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n"
     << "snapshot_interval = " << Quote(FormatDurationMs(c.replica.snapshot_interval_ms)) << "\n"
     << "retention = " << Quote(FormatDurationMs(c.replica.retention_ms)) << "\n"

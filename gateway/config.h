@@ -43,6 +43,7 @@ struct ReplicaConfig {
   std::string region = "us-east-1";
   std::string access_key_id;
   std::string secret_access_key;  // secret: never logged or printed
+  std::string encryption_key;     // secret: AES-256-GCM key for replica objects; "" = plain
   int64_t sync_interval_ms = 1000;
   int64_t snapshot_interval_ms = 6 * 3'600'000;  // a full snapshot at least this often
   int64_t retention_ms = 72 * 3'600'000;         // point-in-time window kept in the replica

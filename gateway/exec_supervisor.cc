@@ -106,6 +106,10 @@ void ExecSupervisor::Spawn(Child* c) {
     stdio[fd].data.fd = fd;
   }
   uv_process_options_t options{};
+  // Its own session and process group: a terminal's Ctrl-C reaches only the gateway, which then
+  // stops the children in order; and a signal to the group also reaches what the child started
+  // (sh -c "migrate && exec gunicorn").
+  options.flags = UV_PROCESS_DETACHED;
   options.file = argv[0];
   options.args = argv.data();
   options.env = envp.data();
@@ -171,14 +175,14 @@ bool ExecSupervisor::running() const {
 
 void ExecSupervisor::Forward(int signum) {
   for (const auto& c : children_) {
-    if (c->name == "app" && !c->exited) uv_process_kill(c->process, signum);
+    if (c->name == "app" && !c->exited) kill(-c->process->pid, signum);
   }
 }
 
 void ExecSupervisor::Stop(int64_t timeout_ms, std::function<void()> then) {
   if (stopping_) {
     for (const auto& c : children_) {
-      if (!c->exited) uv_process_kill(c->process, SIGKILL);
+      if (!c->exited) kill(-c->process->pid, SIGKILL);
     }
     return;
   }
@@ -190,7 +194,7 @@ void ExecSupervisor::Stop(int64_t timeout_ms, std::function<void()> then) {
                [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
       c->restart = nullptr;
     }
-    if (!c->exited) uv_process_kill(c->process, SIGTERM);
+    if (!c->exited) kill(-c->process->pid, SIGTERM);  // the whole group
   }
   kill_timer_ = new uv_timer_t;
   kill_timer_->data = this;
@@ -199,7 +203,7 @@ void ExecSupervisor::Stop(int64_t timeout_ms, std::function<void()> then) {
     auto* self = static_cast<ExecSupervisor*>(t->data);
     Log(LogLevel::kWarn, "exec_kill", {{"detail", "children did not stop in time; SIGKILL"}});
     for (const auto& c : self->children_) {
-      if (!c->exited) uv_process_kill(c->process, SIGKILL);
+      if (!c->exited) kill(-c->process->pid, SIGKILL);
     }
   }, static_cast<uint64_t>(timeout_ms), 0);
   MaybeDone();

@@ -6,6 +6,7 @@
 #include <ctime>
 
 #include "gateway/log.h"
+#include "replica/encrypting_client.h"
 #include "replica/file_client.h"
 #include "replica/restore.h"
 #include "replica/s3_client.h"
@@ -15,9 +16,10 @@ namespace gateway {
 using services::Result;
 using services::Status;
 
-Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& config) {
+namespace {
+
+Result<std::shared_ptr<replica::ReplicaClient>> OpenStore(const Config& config) {
   const ReplicaConfig& r = config.replica;
-  if (r.url.empty()) return std::shared_ptr<replica::ReplicaClient>();
   if (!r.file_path.empty()) {
     Result<std::unique_ptr<replica::FileClient>> client = replica::FileClient::Open(r.file_path);
     if (!client.ok()) return client.status();
@@ -35,6 +37,19 @@ Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& 
   Result<std::unique_ptr<replica::S3Client>> client = replica::S3Client::Create(options);
   if (!client.ok()) return client.status().WithContext("[replica]");
   return std::shared_ptr<replica::ReplicaClient>(std::move(*client));
+}
+
+}  // namespace
+
+Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& config) {
+  if (config.replica.url.empty()) return std::shared_ptr<replica::ReplicaClient>();
+  Result<std::shared_ptr<replica::ReplicaClient>> store = OpenStore(config);
+  if (!store.ok() || config.replica.encryption_key.empty()) return store;
+  // Every object is sealed before it leaves the machine; the store never sees plaintext.
+  Result<std::unique_ptr<replica::EncryptingClient>> sealed =
+      replica::EncryptingClient::Wrap(*store, config.replica.encryption_key);
+  if (!sealed.ok()) return sealed.status();
+  return std::shared_ptr<replica::ReplicaClient>(std::move(*sealed));
 }
 
 std::vector<replica::ReplicatedDb> ReplicatedDbs(const Config& config) {

@@ -135,6 +135,9 @@ Result<ObjectHeader> DecodeHeader(std::string_view bytes) {
   ObjectHeader h;
   if (std::memcmp(p, kSnapshotMagic, 8) == 0) {
     h.kind = ObjectKind::kSnapshot;
+  } else if (std::memcmp(p, "GWENC", 5) == 0) {
+    return Status::Corruption("the replica object is encrypted; set [replica] encryption_key to "
+                              "the key it was written with");
   } else if (std::memcmp(p, kSegmentMagic, 8) != 0) {
     return Status::Corruption("not a gateway replica object (bad magic)");
   }

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <future>
 
+#include "replica/encrypting_client.h"
 #include "replica/file_client.h"
 #include "replica/replica_format.h"
 #include "replica/replicator.h"
@@ -225,6 +226,93 @@ TEST_F(ReplicatorTest, ACorruptObjectFailsTheRestoreAndLeavesNoFile) {
   auto r = Restore(client_.get(), "main", {}, dir_.File("out.db"), [](const std::string&) {});
   EXPECT_FALSE(r.ok());
   EXPECT_NE(access(dir_.File("out.db").c_str(), F_OK), 0);
+}
+
+}  // namespace
+}  // namespace replica
+
+namespace replica {
+namespace {
+
+constexpr char kKeyA[] = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+constexpr char kKeyB[] = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100";
+
+std::shared_ptr<ReplicaClient> Sealed(const std::shared_ptr<ReplicaClient>& inner, const char* key) {
+  auto c = EncryptingClient::Wrap(inner, key);
+  EXPECT_TRUE(c.ok()) << c.status().ToString();
+  return std::shared_ptr<ReplicaClient>(std::move(*c));
+}
+
+TEST(EncryptingClientTest, SealsOpensAndRefusesWrongKeysAndTampering) {
+  services::TempDir dir;
+  auto files = FileClient::Open(dir.File("r"));
+  std::shared_ptr<ReplicaClient> plain(std::move(*files));
+  auto a = Sealed(plain, kKeyA);
+  ASSERT_TRUE(a->PutNew("x/obj", "secret payload").ok());
+  EXPECT_EQ(*a->Get("x/obj"), "secret payload");
+  EXPECT_EQ(plain->Get("x/obj")->find("secret"), std::string::npos);  // the store sees no plaintext
+
+  auto b = Sealed(plain, kKeyB);
+  auto wrong = b->Get("x/obj");
+  EXPECT_EQ(wrong.status().code(), services::Status::Code::kCorruption);
+  EXPECT_NE(wrong.status().message().find("key id"), std::string::npos) << wrong.status().message();
+
+  std::string bytes = *plain->Get("x/obj");
+  bytes[bytes.size() - 20] ^= 1;
+  ASSERT_TRUE(plain->Put("x/tampered", bytes).ok());
+  auto tampered = a->Get("x/tampered");
+  EXPECT_NE(tampered.status().message().find("failed authentication"), std::string::npos);
+  // The name is authenticated too: an object moved to another key does not open.
+  ASSERT_TRUE(plain->Put("x/moved", *plain->Get("x/obj")).ok());
+  EXPECT_FALSE(a->Get("x/moved").ok());
+
+  ASSERT_TRUE(plain->PutNew("x/plain", "not sealed").ok());
+  EXPECT_NE(a->Get("x/plain").status().message().find("not encrypted"), std::string::npos);
+
+  // Files go through in streams, and a damaged one leaves no output behind.
+  const std::string big(3 << 20, 'z');
+  { std::ofstream(dir.File("big.in")) << big; }
+  ASSERT_TRUE(a->PutFileNew("x/big", dir.File("big.in")).ok());
+  ASSERT_TRUE(a->GetToFile("x/big", dir.File("big.out")).ok());
+  std::ifstream in(dir.File("big.out"));
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), big);
+  std::string sealed_big = *plain->Get("x/big");
+  sealed_big[1000] ^= 1;
+  ASSERT_TRUE(plain->Put("x/big2", sealed_big).ok());
+  EXPECT_FALSE(a->GetToFile("x/big2", dir.File("big2.out")).ok());
+  EXPECT_NE(access(dir.File("big2.out").c_str(), F_OK), 0);
+
+  EXPECT_FALSE(EncryptingClient::Wrap(plain, "too short").ok());
+}
+
+TEST(EncryptingClientTest, EncryptedReplicaRestoresOnlyWithItsKey) {
+  services::TempDir dir;
+  const std::string db_path = dir.File("app.db");
+  auto writer = OpenWriter(db_path);
+  ASSERT_TRUE(writer->Exec("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2), (3)").ok());
+  auto files = FileClient::Open(dir.File("replica"));
+  std::shared_ptr<ReplicaClient> plain(std::move(*files));
+  auto sealed = Sealed(plain, kKeyA);
+  {
+    ReplicatorOptions options;
+    options.sync_interval_ms = 50;
+    auto r = Replicator::Start(sealed, {{"main", db_path}}, options, services::SystemClock::Default());
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::promise<services::Status> done;
+    (*r)->RequestSync([&](const services::Status& st) { done.set_value(st); });
+    ASSERT_TRUE(done.get_future().get().ok());
+  }
+  auto noop = [](const std::string&) {};
+  auto ok = Restore(sealed.get(), "main", {}, dir.File("ok.db"), noop);
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(Count(dir.File("ok.db")), 3);
+  auto without = Restore(plain.get(), "main", {}, dir.File("nokey.db"), noop);
+  EXPECT_NE(without.status().message().find("encryption_key"), std::string::npos)
+      << without.status().message();
+  auto wrong = Restore(Sealed(plain, kKeyB).get(), "main", {}, dir.File("wrong.db"), noop);
+  EXPECT_FALSE(wrong.ok());
+  EXPECT_NE(access(dir.File("nokey.db").c_str(), F_OK), 0);
+  EXPECT_NE(access(dir.File("wrong.db").c_str(), F_OK), 0);
 }
 
 }  // namespace

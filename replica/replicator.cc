@@ -91,7 +91,11 @@ class Replicator::DbShipper {
   const ReplicatorOptions& options_;
   const services::Clock* clock_;
 
-  std::unique_ptr<SqliteDb> pin_;    // holds a read transaction: no checkpoint passes it
+  // Two connections take turns holding a read transaction (the pin), so there is never a moment
+  // without one: no checkpoint passes it, and no other process's closing connection can find
+  // itself the last one and checkpoint on close.
+  std::unique_ptr<SqliteDb> pins_[2];
+  int pin_ = 0;  // which of pins_ holds the current pin
   std::unique_ptr<SqliteDb> ckpt_;   // runs our checkpoints
   std::unique_ptr<SqliteDb> lock_;   // takes the write lock for consistent snapshots
   std::unique_ptr<SqliteDb> snap_;   // reads the snapshot image
@@ -118,13 +122,13 @@ class Replicator::DbShipper {
 Status Replicator::DbShipper::Init() {
   services::SqliteTuning tuning = options_.tuning;
   tuning.wal_autocheckpoint_pages = 0;
-  for (std::unique_ptr<SqliteDb>* conn : {&pin_, &ckpt_, &lock_, &snap_}) {
+  for (std::unique_ptr<SqliteDb>* conn : {&pins_[0], &pins_[1], &ckpt_, &lock_, &snap_}) {
     Result<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(db_.path, SqliteDb::Mode::kReadWrite);
     if (!db.ok()) return db.status().WithContext("replicating " + db_.name);
     GW_RETURN_IF_ERROR(services::ApplyTuning(db->get(), tuning));
     *conn = std::move(*db);
   }
-  Result<int64_t> page_size = pin_->QueryInt("PRAGMA page_size");
+  Result<int64_t> page_size = pins_[0]->QueryInt("PRAGMA page_size");
   if (!page_size.ok()) return page_size.status();
   page_size_ = static_cast<uint32_t>(*page_size);
   db_stamp_ = StampOf(db_.path);
@@ -133,15 +137,17 @@ Status Replicator::DbShipper::Init() {
 }
 
 Status Replicator::DbShipper::Pin() {
-  if (pinned_) GW_RETURN_IF_ERROR(pin_->Exec("COMMIT"));
-  pinned_ = false;
-  GW_RETURN_IF_ERROR(pin_->Exec("BEGIN"));
+  // The new pin is taken before the old one is let go.
+  SqliteDb* next = pins_[1 - pin_].get();
+  GW_RETURN_IF_ERROR(next->Exec("BEGIN"));
   // A read is what actually opens the snapshot (and takes the WAL read mark).
-  Result<int64_t> n = pin_->QueryInt("SELECT count(*) FROM sqlite_schema");
+  Result<int64_t> n = next->QueryInt("SELECT count(*) FROM sqlite_schema");
   if (!n.ok()) {
-    (void)pin_->Exec("ROLLBACK");
+    (void)next->Exec("ROLLBACK");
     return n.status();
   }
+  if (pinned_) (void)pins_[pin_]->Exec("COMMIT");
+  pin_ = 1 - pin_;
   pinned_ = true;
   return Status::Ok();
 }

@@ -18,6 +18,7 @@ target_include_directories(replica_s3 PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(replica_s3 PUBLIC services Threads::Threads
                       PRIVATE CURL::libcurl OpenSSL::Crypto gateway_warnings)
 
+if(GATEWAY_TESTS)
 add_executable(replica_s3_test
     ${_s3_dir}/s3_client_test.cc
     ${_s3_dir}/s3_xml_test.cc
@@ -25,6 +26,7 @@ add_executable(replica_s3_test
 )
 target_link_libraries(replica_s3_test PRIVATE replica_s3 gateway_warnings GTest::gtest_main)
 gtest_discover_tests(replica_s3_test)
+endif()
 
 # Prints the SigV4 Authorization header for inputs given on the command line; the botocore
 # comparison test (tests/test_s3_sigv4_botocore.py) runs it.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from typing import Any
 
 import django
@@ -168,12 +169,45 @@ def database(
     db_options.update(extra_options)
 
     register_checks()
+    _no_checkpoint_on_close(str(os.fspath(path)))
     return {
         **top_level,
         "ENGINE": STOCK_ENGINE if _stock_backend_suffices() else LEGACY_ENGINE,
         "NAME": str(os.fspath(path)),
         "OPTIONS": db_options,
     }
+
+
+# Paths of the databases database() configured; their connections never checkpoint on close.
+_GATEWAY_PATHS: set[str] = set()
+
+
+def _no_checkpoint_on_close(path: str) -> None:
+    """Make every Django connection to ``path`` skip SQLite's checkpoint-on-close.
+
+    When a process closes what SQLite believes is the last connection to a WAL database, SQLite
+    checkpoints it and deletes the WAL. The gateway is the only checkpointer (it ships WAL frames
+    to the replica first); a checkpoint it did not run forces a new replica generation. Python
+    3.12+ exposes ``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``; older Pythons rely on the gateway holding
+    the database open, which prevents the close-time checkpoint anyway.
+    """
+    if not _GATEWAY_PATHS:
+        from django.db.backends.signals import connection_created
+
+        connection_created.connect(_on_connection_created, dispatch_uid="gateway_client_no_ckpt")
+    _GATEWAY_PATHS.add(path)
+
+
+def _on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    if (
+        connection.vendor != "sqlite"
+        or str(connection.settings_dict.get("NAME")) not in _GATEWAY_PATHS
+    ):
+        return
+    option = getattr(sqlite3, "SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE", None)
+    raw = connection.connection
+    if option is not None and hasattr(raw, "setconfig"):
+        raw.setconfig(option, True)
 
 
 def _stock_backend_suffices() -> bool:
