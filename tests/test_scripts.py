@@ -7,12 +7,14 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.request
 
 import pytest
 from gateway_harness import REPO
 from wire import RawConnection
 
-SOCKET = REPO / "examples" / "run" / "gateway.sock"
+SOCKET = REPO / "examples" / "run" / "mysite.sock"
+SITE = "http://127.0.0.1:8000/"
 
 
 def _read_lines(stream, lines: list[tuple[float, str]]) -> None:
@@ -24,7 +26,7 @@ def _read_lines(stream, lines: list[tuple[float, str]]) -> None:
     (SOCKET.parent / "gateway.sock.lock").exists() and SOCKET.exists(),
     reason="a gateway from scripts/run may be running on examples/ already",
 )
-def test_scripts_run_starts_the_gateway_and_it_answers_hello_within_a_second() -> None:
+def test_scripts_run_starts_the_site_and_the_gateway_answers_hello_within_a_second() -> None:
     env = dict(os.environ)
     process = subprocess.Popen(
         [str(REPO / "scripts" / "run")],
@@ -59,9 +61,21 @@ def test_scripts_run_starts_the_gateway_and_it_answers_hello_within_a_second() -
         assert answered is not None, "no hello answer:\n" + "\n".join(text for _, text in lines)
         assert reply[1] == 0 and reply[2]["protocol"] == 1
         assert answered - started < 1.0, f"hello answered {answered - started:.3f}s after start"
+        # The example site comes up under [exec] (migrations first, then gunicorn).
+        page = None
+        deadline = time.monotonic() + 60
+        while page is None and time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(SITE, timeout=5) as resp:
+                    page = resp.read().decode()
+            except OSError:
+                time.sleep(0.2)
+        log = "\n".join(text for _, text in lines)
+        assert page is not None, "the example site never answered:\n" + log
+        assert "<html" in page.lower()
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        assert process.wait(timeout=10) == 0
+        assert process.wait(timeout=20) == 0
         reader.join(timeout=5)
     assert not SOCKET.exists(), "the socket should be removed on SIGINT"
     assert any("event=stopped" in line for _, line in lines)
