@@ -172,6 +172,10 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
     lease_options.owner = LeaseOwner();
     lease_options.ttl_ms = config.replica.lease_ttl_ms;
     lease_options.wait_ms = lease_wait_ms;
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    // We hold this socket's lock (SocketLock above), so an earlier holder of this identity is dead.
+    lease_options.identity = std::string(host) + "|" + config.server.socket;
     lease_options.log = [](const std::string& event, const std::string& detail) {
       Log(event == "lease_lost" ? LogLevel::kError : LogLevel::kInfo, "replica_" + event,
           {{"detail", detail}});
@@ -226,6 +230,11 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
   services::cache::CacheWriter::Options cache_options;
   cache_options.max_size = config.cache.max_size;
   cache_options.max_entries = config.cache.max_entries;
+  // Without a replica the writers keep their WALs small themselves; with one, the replicator does
+  // (it must ship frames before any checkpoint lets them be overwritten).
+  constexpr int64_t kTruncateWalBytes = 16 << 20;
+  const int64_t truncate_wal = *replica_client ? 0 : kTruncateWalBytes;
+  cache_options.truncate_wal_bytes = truncate_wal;
   cache_options.eviction = config.cache.eviction == "lru"
                                ? services::cache::Eviction::kLeastRecentlyUsed
                                : services::cache::Eviction::kLeastRecentlyStored;
@@ -273,10 +282,10 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
       s.job.max_attempts = sc.max_attempts;
       schedules.push_back(std::move(s));
     }
-    server_services.open_queue = [&config, clock, schedules](
+    server_services.open_queue = [&config, clock, schedules, truncate_wal](
                                      services::queue::JobQueue::Hooks hooks) {
       return services::queue::JobQueue::Open(config.queue.path, config.sqlite, clock,
-                                             std::move(hooks), schedules);
+                                             std::move(hooks), schedules, truncate_wal);
     };
     Server server(config, server_services, clock);
     st = server.Run();

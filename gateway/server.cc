@@ -18,6 +18,9 @@ using services::Status;
 // ships) this timer keeps the WALs small; PASSIVE never waits for readers or writers.
 constexpr uint64_t kCheckpointIntervalMs = 1000;
 constexpr int64_t kCheckpointWalBytes = 4 << 20;
+// Past this a TRUNCATE checkpoint: it waits for the writer between two transactions, so the WAL
+// is reset even under writes that never pause (which a PASSIVE checkpoint never catches up with).
+constexpr int64_t kTruncateWalBytes = 16 << 20;
 
 }  // namespace
 
@@ -394,9 +397,9 @@ void Server::OnCheckpointTimer(uv_timer_t* timer) {
   auto* self = static_cast<Server*>(timer->data);
   if (self->checkpoint_running_) return;
   bool needed = false;
-  for (services::DatabaseRole role : services::kAllRoles) {
-    needed |= self->databases_->CurrentInfo(role).wal_bytes >= kCheckpointWalBytes;
-  }
+  // Only main: the cache and queue writers keep their own WALs small (see main.cc).
+  needed = self->databases_->CurrentInfo(services::DatabaseRole::kMain).wal_bytes >=
+           kCheckpointWalBytes;
   if (!needed) return;
   self->checkpoint_running_ = true;
   uv_queue_work(&self->loop_, &self->checkpoint_req_, CheckpointWork, CheckpointDone);
@@ -405,9 +408,11 @@ void Server::OnCheckpointTimer(uv_timer_t* timer) {
 void Server::CheckpointWork(uv_work_t* req) {
   // Runs on libuv's thread pool: a checkpoint reads and writes the database files.
   auto* self = static_cast<Server*>(req->data);
-  for (services::DatabaseRole role : services::kAllRoles) {
-    if (self->databases_->CurrentInfo(role).wal_bytes < kCheckpointWalBytes) continue;
-    services::Result<services::CheckpointResult> r = self->databases_->Checkpoint(role);
+  for (services::DatabaseRole role : {services::DatabaseRole::kMain}) {
+    const int64_t wal = self->databases_->CurrentInfo(role).wal_bytes;
+    if (wal < kCheckpointWalBytes) continue;
+    services::Result<services::CheckpointResult> r =
+        self->databases_->Checkpoint(role, wal >= kTruncateWalBytes);
     const std::string db(services::RoleName(role));
     if (!r.ok()) {
       Log(LogLevel::kWarn, "checkpoint_failed", {{"db", db}, {"error", r.status().ToString()}});

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -199,11 +200,13 @@ Result<std::string> FileClient::PutIfMatch(const std::string& key, std::string_v
   if (etag.empty()) {
     GW_RETURN_IF_ERROR(PutNew(key, data));
   } else {
-    // Compare and swap with a lock file, so two gateways on one folder cannot both win.
+    // Compare and swap under an flock, so two gateways on one folder cannot both win; the kernel
+    // drops the lock if we die here, so a crash never leaves the object locked.
     const std::string lock_path = *path + ".lock";
-    int lock = open(lock_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (lock < 0) {
-      return Status::FailedPrecondition("replica object " + *path + " is being replaced");
+    int lock = open(lock_path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (lock < 0 || flock(lock, LOCK_EX) != 0) {
+      if (lock >= 0) close(lock);
+      return Status::IoError(Errno("cannot lock", lock_path));
     }
     Result<ObjectInfo> current = Head(key);
     Status st;
@@ -214,8 +217,7 @@ Result<std::string> FileClient::PutIfMatch(const std::string& key, std::string_v
     } else {
       st = Put(key, data);
     }
-    close(lock);
-    unlink(lock_path.c_str());
+    close(lock);  // releases the flock; the file stays (removing it would race the next locker)
     GW_RETURN_IF_ERROR(st);
   }
   Result<ObjectInfo> now = Head(key);

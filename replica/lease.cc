@@ -22,12 +22,13 @@ Result<LeaseState> ParseLease(const std::string& text) {
   if (kv.count("owner") == 0 || kv.count("expires_ms") == 0) {
     return Status::Corruption("the replica's lease object is not one this gateway wrote");
   }
-  return LeaseState{kv["owner"], std::strtoll(kv["expires_ms"].c_str(), nullptr, 10),
-                    kv["released"] == "1"};
+  return LeaseState{kv["owner"], kv["identity"],
+                    std::strtoll(kv["expires_ms"].c_str(), nullptr, 10), kv["released"] == "1"};
 }
 
 std::string ReplicaLease::Encode(int64_t expires_ms, bool released) const {
-  return "owner=" + options_.owner + "\nexpires_ms=" + std::to_string(expires_ms) +
+  return "owner=" + options_.owner + "\nidentity=" + options_.identity +
+         "\nexpires_ms=" + std::to_string(expires_ms) +
          "\nreleased=" + (released ? "1" : "0") + "\n";
 }
 
@@ -49,7 +50,13 @@ Result<std::unique_ptr<ReplicaLease>> ReplicaLease::Acquire(std::shared_ptr<Repl
       Result<LeaseState> state = text.ok() ? ParseLease(*text) : Result<LeaseState>(LeaseState{});
       if (!state.ok()) return state.status();
       // Take over only what its holder gave back or let lapse; the store's etag guards the race.
-      if (state->released || state->expires_ms <= now) {
+      const bool ours = !lease->options_.identity.empty() &&
+                        state->identity == lease->options_.identity;
+      if (ours && !state->released && state->expires_ms > now && lease->options_.log) {
+        lease->options_.log("lease_reclaimed",
+                            "previous holder " + state->owner + " ran here on the same socket and is gone");
+      }
+      if (state->released || state->expires_ms <= now || ours) {
         etag = head->etag;
         if (lease->options_.log && !state->released && !state->owner.empty()) {
           lease->options_.log("lease_expired_takeover", "previous holder " + state->owner);

@@ -27,6 +27,10 @@ struct LeaseOptions {
   std::string owner;         // who we are, e.g. "host:pid:random"
   int64_t ttl_ms = 30'000;   // how long the lease lasts without renewal
   int64_t wait_ms = 0;       // how long Acquire waits for another holder to release or expire
+  // Where we run, e.g. "host|/run/gw.sock". A lease held under the same identity is taken over at
+  // once: the caller holds that socket's lock, so the gateway that wrote it is dead (restarted
+  // after a crash) and waiting for its lease to expire would only delay the restart.
+  std::string identity;
   // Told about waiting, taking over an expired lease, and losing the lease. Any thread.
   std::function<void(const std::string& event, const std::string& detail)> log;
   // Called once, on the renewal thread, when the lease is lost (taken over, or not renewed in
@@ -68,6 +72,7 @@ class ReplicaLease {
 // What a lease object says, parsed; for tests and `gateway status`.
 struct LeaseState {
   std::string owner;
+  std::string identity;
   int64_t expires_ms = 0;
   bool released = false;
 };

@@ -25,6 +25,7 @@ constexpr size_t kMaxSegmentBytes = 64 << 20;  // page data per segment
 constexpr int kMaxSegmentsPerSync = 16;
 constexpr int kMaxLevel = 9;
 constexpr int64_t kRetentionCheckMs = 3'600'000;
+constexpr int64_t kRestartWalBytes = 16 << 20;
 
 struct FileStamp {
   int64_t size = -1;
@@ -74,6 +75,10 @@ class Replicator::DbShipper {
   Status ShipWal();
   Status ShipSegment(const WalRead& read);
   void Checkpoint();
+  // When the WAL has grown past kRestartWalBytes: under the write lock, read its tail, checkpoint
+  // everything so the next writer starts the WAL over, then ship the tail. Keeps the WAL bounded
+  // under writes that never pause (a plain PASSIVE checkpoint never catches up with those).
+  Status RestartWal();
   Status Snapshot(bool new_generation, const std::string& why);
   Status Compact(int level);
   Status EnforceRetention();
@@ -116,6 +121,8 @@ class Replicator::DbShipper {
   int64_t last_snapshot_ms_ = 0;
   int64_t last_retention_ms_ = 0;
   std::vector<std::vector<Pending>> pending_ = std::vector<std::vector<Pending>>(kMaxLevel + 1);
+  // Frames read by RestartWal whose upload failed: they exist nowhere else once the WAL restarts.
+  std::optional<WalRead> unshipped_;
   DbReplicaStatus status_;
 };
 
@@ -234,6 +241,15 @@ ObjectHeader Replicator::DbShipper::BaseHeader() const {
 }
 
 Status Replicator::DbShipper::Sync() {
+  if (unshipped_) {
+    // Shipped before anything else: the WAL no longer holds these frames.
+    const bool complete = own_complete_;
+    Status st = ShipSegment(*unshipped_);
+    own_complete_ = complete;
+    if (!st.ok()) return st;
+    unshipped_.reset();
+    SaveState();
+  }
   if (generation_.empty()) return Snapshot(true, "no generation to continue");
   Result<std::optional<WalHeader>> wal = ReadWalHeader(wal_path_);
   if (!wal.ok()) return wal.status();
@@ -256,7 +272,9 @@ Status Replicator::DbShipper::Sync() {
   } else if (hdr.salt1 != wal_.salt1 || hdr.salt2 != wal_.salt2 ||
              hdr.checkpoint_seq != wal_.checkpoint_seq) {
     // A restarted WAL continues ours only if the restart followed our own complete checkpoint.
-    if (hdr.checkpoint_seq != wal_.checkpoint_seq + 1 || !own_complete_ ||
+    // A WAL restart adds one to salt-1 (from the shared header); the checkpoint sequence number
+    // is the restarting connection's own counter, so it is no sign of continuity.
+    if (hdr.salt1 != wal_.salt1 + 1 || !own_complete_ ||
         StampOf(db_.path) != db_stamp_) {
       return Snapshot(true, "the WAL was restarted after a checkpoint the gateway did not run");
     }
@@ -265,8 +283,12 @@ Status Replicator::DbShipper::Sync() {
     own_complete_ = false;
   }
   GW_RETURN_IF_ERROR(ShipWal());
-  Checkpoint();
-  GW_RETURN_IF_ERROR(Pin());
+  if (FileSize(wal_path_) >= kRestartWalBytes) {
+    GW_RETURN_IF_ERROR(RestartWal());
+  } else {
+    Checkpoint();
+    GW_RETURN_IF_ERROR(Pin());
+  }
   const int64_t now = NowMs();
   if (now - last_snapshot_ms_ >= options_.snapshot_interval_ms) {
     GW_RETURN_IF_ERROR(Snapshot(false, "snapshot_interval"));
@@ -332,6 +354,45 @@ void Replicator::DbShipper::Checkpoint() {
   SaveState();
 }
 
+Status Replicator::DbShipper::RestartWal() {
+  // The write lock is held only for local reads and the checkpoint, never for the upload.
+  GW_RETURN_IF_ERROR(lock_->Exec("BEGIN IMMEDIATE").WithContext("WAL restart of " + db_.name));
+  Result<WalRead> tail = ReadCommitted(wal_path_, wal_, pos_, SIZE_MAX);
+  if (!tail.ok()) {
+    (void)lock_->Exec("ROLLBACK");
+    return tail.status();
+  }
+  // With no writer and no pin of ours, a checkpoint can copy every frame; the next writer then
+  // starts the WAL over (and journal_size_limit trims the file).
+  if (pinned_) (void)pins_[pin_]->Exec("COMMIT");
+  pinned_ = false;
+  int log = 0, done = 0;
+  int rc = sqlite3_wal_checkpoint_v2(ckpt_->raw(), "main", SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+  const uint64_t end = tail->end.frames;
+  const bool complete = rc == SQLITE_OK && log == done && static_cast<uint64_t>(done) == end;
+  db_stamp_ = StampOf(db_.path);
+  Status pinned = Pin();
+  (void)lock_->Exec("ROLLBACK");
+  if (!tail->transactions.empty()) {
+    Status st = ShipSegment(*tail);
+    if (!st.ok()) {
+      own_complete_ = complete;
+      unshipped_ = std::move(*tail);
+      return st;
+    }
+  }
+  // After shipping: the checkpoint covered exactly what is now in the replica.
+  own_complete_ = complete;
+  if (options_.log) {
+    options_.log("wal_restart", db_.name,
+                 complete ? "checkpointed " + std::to_string(done) + " frames; the WAL starts over"
+                          : "checkpoint incomplete (" + std::to_string(done) + " of " +
+                                std::to_string(log) + " frames): a reader holds the WAL");
+  }
+  SaveState();
+  return pinned;
+}
+
 void Replicator::DbShipper::SaveState() {
   if (generation_.empty()) return;
   const std::string state = "generation=" + generation_ + "\ntxid=" + std::to_string(txid_) +
@@ -378,12 +439,13 @@ bool Replicator::DbShipper::ResumeFromState(const std::string& generation,
       now.mtime_ns != static_cast<int64_t>(num("db_mtime_ns"))) {
     return false;
   }
-  // The WAL was restarted once since (by the first write after our complete checkpoint), or not
+  // The WAL was restarted once since (salt-1 one more: by the first write after our complete
+  // checkpoint), or not
   // written at all; with no WAL before, any WAL now holds only newer writes (nobody checkpointed:
   // the database file is untouched).
   if (!wal) {
     have_wal_ = false;
-  } else if (!had_wal || wal->checkpoint_seq == newest.wal_checkpoint_seq + 1) {
+  } else if (!had_wal || wal->salt1 == newest.wal_salt1 + 1) {
     wal_ = *wal;
     pos_ = StartOf(*wal);
     have_wal_ = true;

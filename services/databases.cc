@@ -65,19 +65,9 @@ Result<std::unique_ptr<Databases>> Databases::Open(const DatabasePaths& paths,
     if (!db.ok()) return db.status().WithContext(name + " database");
 
     SqliteTuning t = tuning;
-    // The cache evicts and refills all day; incremental vacuum lets it return space when its
-    // budget shrinks.
-    if (role == DatabaseRole::kCache) t.incremental_vacuum = true;
     GW_RETURN_IF_ERROR(ApplyTuning(db->get(), t).WithContext(name + " database"));
     if (role == DatabaseRole::kCache) {
       GW_RETURN_IF_ERROR(Migrate(db->get(), name, CacheMigrations()));
-      Result<int64_t> vacuum_mode = (*db)->QueryInt("PRAGMA auto_vacuum");
-      if (!vacuum_mode.ok()) return vacuum_mode.status();
-      if (*vacuum_mode != 2) {
-        // A cache file made before incremental vacuum was on: convert it once.
-        GW_RETURN_IF_ERROR((*db)->Exec("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
-                               .WithContext("cache database"));
-      }
     } else if (role == DatabaseRole::kQueue) {
       GW_RETURN_IF_ERROR(Migrate(db->get(), name, QueueMigrations()));
     }
@@ -104,12 +94,13 @@ DatabaseInfo Databases::CurrentInfo(DatabaseRole role) const {
   return info;
 }
 
-Result<CheckpointResult> Databases::Checkpoint(DatabaseRole role) {
+Result<CheckpointResult> Databases::Checkpoint(DatabaseRole role, bool truncate) {
   SqliteDb* db = dbs_[Index(role)].get();
   int log_frames = 0;
   int done_frames = 0;
-  int rc = sqlite3_wal_checkpoint_v2(db->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE, &log_frames,
-                                     &done_frames);
+  int rc = sqlite3_wal_checkpoint_v2(
+      db->raw(), nullptr, truncate ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE,
+      &log_frames, &done_frames);
   CheckpointResult r;
   if (rc == SQLITE_BUSY) {
     r.busy = true;

@@ -62,7 +62,9 @@ class Databases {
   // PRAGMA wal_checkpoint(PASSIVE): copies what it can without waiting for readers or writers.
   // For deployments without a replica (the replicator checkpoints otherwise). Blocks on disk;
   // never call it on the event loop thread.
-  Result<CheckpointResult> Checkpoint(DatabaseRole role);
+  // With `truncate`, a TRUNCATE checkpoint instead: it waits (busy_timeout) for the writer and the
+  // readers, copies everything and empties the WAL file.
+  Result<CheckpointResult> Checkpoint(DatabaseRole role, bool truncate = false);
 
   SqliteDb* db(DatabaseRole role) { return dbs_[Index(role)].get(); }
 

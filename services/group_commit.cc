@@ -1,12 +1,16 @@
 #include "services/group_commit.h"
 
+#include <sys/stat.h>
+
 namespace services {
 
 Result<std::unique_ptr<GroupCommitWriter>> GroupCommitWriter::Start(const std::string& path,
                                                                     const SqliteTuning& tuning,
-                                                                    size_t max_batch) {
+                                                                    size_t max_batch,
+                                                                    int64_t truncate_wal_bytes) {
   std::unique_ptr<GroupCommitWriter> w(new GroupCommitWriter());
   w->max_batch_ = max_batch;
+  w->truncate_wal_bytes_ = truncate_wal_bytes;
   Result<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path, SqliteDb::Mode::kReadWrite);
   if (!db.ok()) return db.status();
   GW_RETURN_IF_ERROR(ApplyTuning(db->get(), tuning));
@@ -70,6 +74,13 @@ void GroupCommitWriter::ApplyBatch(std::deque<Change>* batch) {
     }
   }  // a failed transaction rolls back here, before anyone is told
   for (Change& c : *batch) c.done(st);
+  if (truncate_wal_bytes_ > 0) {
+    struct stat info;
+    if (stat((db_->path() + "-wal").c_str(), &info) == 0 && info.st_size >= truncate_wal_bytes_) {
+      // Between batches we hold no transaction: only brief readers can delay this.
+      (void)db_->Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    }
+  }
 }
 
 }  // namespace services

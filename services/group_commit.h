@@ -32,9 +32,11 @@ class GroupCommitWriter {
   using Apply = std::function<Status(SqliteDb* db)>;
   using Done = std::function<void(const Status& status)>;
 
+  // `truncate_wal_bytes`: as CacheWriter::Options (0: never truncate the WAL here).
   static Result<std::unique_ptr<GroupCommitWriter>> Start(const std::string& path,
                                                           const SqliteTuning& tuning,
-                                                          size_t max_batch = 512);
+                                                          size_t max_batch = 512,
+                                                          int64_t truncate_wal_bytes = 0);
   ~GroupCommitWriter();  // Stop()
 
   // Queues `apply`; `done` runs after the batch holding it committed or failed. After Stop,
@@ -53,6 +55,7 @@ class GroupCommitWriter {
   void ApplyBatch(std::deque<Change>* batch);
 
   size_t max_batch_ = 512;
+  int64_t truncate_wal_bytes_ = 0;
   std::unique_ptr<SqliteDb> db_;  // writer thread only, after Start
   std::mutex mu_;
   std::condition_variable cv_;

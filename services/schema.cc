@@ -26,9 +26,9 @@ constexpr const char kCacheEntries[] =
     "  size INTEGER NOT NULL"
     ");"
     // The sweep finds expired entries without a scan; entries that never expire are not indexed.
-    "CREATE INDEX cache_entries_expiry ON cache_entries(expires_at) WHERE expires_at IS NOT NULL;"
-    // lru eviction order.
-    "CREATE INDEX cache_entries_access ON cache_entries(accessed_at, id);";
+    // (The lru eviction index exists only while eviction = "lru": CacheWriter manages it, so the
+    // default policy pays for no index it does not use.)
+    "CREATE INDEX cache_entries_expiry ON cache_entries(expires_at) WHERE expires_at IS NOT NULL;";
 
 constexpr Migration kCacheMigrations[] = {
     {1, kMetaTable},

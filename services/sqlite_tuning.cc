@@ -12,7 +12,6 @@ Status ApplyTuning(SqliteDb* db, const SqliteTuning& t) {
   sqlite3_db_config(db->raw(), SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, nullptr);
   // busy_timeout first: the journal_mode switch below may have to wait for other connections.
   GW_RETURN_IF_ERROR(db->Exec("PRAGMA busy_timeout = " + std::to_string(t.busy_timeout_ms)));
-  if (t.incremental_vacuum) GW_RETURN_IF_ERROR(db->Exec("PRAGMA auto_vacuum = INCREMENTAL"));
   // WAL: readers never block the writer and commits are one sequential append.
   Result<std::string> mode = db->QueryText("PRAGMA journal_mode = WAL");
   if (!mode.ok()) return mode.status().WithContext(db->path());

@@ -23,9 +23,6 @@ struct SqliteTuning {
   // every database itself (the replicator, or the server's checkpoint timer without a replica),
   // so no checkpoint ever runs that replication did not plan.
   int64_t wal_autocheckpoint_pages = 0;
-  // Sets auto_vacuum = INCREMENTAL on a new, empty database (it cannot change once tables exist
-  // without a VACUUM), so freed pages can be given back to the filesystem.
-  bool incremental_vacuum = false;
 };
 
 // The values read back from a connection with "PRAGMA name", as SQLite reports them.

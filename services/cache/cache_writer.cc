@@ -1,6 +1,7 @@
 #include "services/cache/cache_writer.h"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <limits>
@@ -65,6 +66,11 @@ Result<std::unique_ptr<CacheWriter>> CacheWriter::Start(const std::string& path,
 }
 
 Status CacheWriter::Prepare() {
+  // Every index costs pages on every write: keep the lru order index only when lru uses it.
+  GW_RETURN_IF_ERROR(db_->Exec(
+      options_.eviction == Eviction::kLeastRecentlyUsed
+          ? "CREATE INDEX IF NOT EXISTS cache_entries_access ON cache_entries(accessed_at, id)"
+          : "DROP INDEX IF EXISTS cache_entries_access"));
   struct {
     Statement* stmt;
     const char* sql;
@@ -192,6 +198,7 @@ void CacheWriter::Run() {
       ApplyBatch(&batch);
       batch.clear();
       next_sweep = NextSweep();
+      MaybeTruncateWal();
     }
     if (flush_accesses) {
       std::vector<std::pair<std::string, int64_t>> accesses;
@@ -207,6 +214,17 @@ void CacheWriter::Run() {
     }
     if (stop) return;
   }
+}
+
+void CacheWriter::MaybeTruncateWal() {
+  if (options_.truncate_wal_bytes <= 0) return;
+  struct stat st;
+  if (stat((db_->path() + "-wal").c_str(), &st) != 0 || st.st_size < options_.truncate_wal_bytes) {
+    return;
+  }
+  // We are the only writer and hold no transaction now: the checkpoint waits only for readers,
+  // which are brief, and then the WAL starts over from an empty file.
+  (void)db_->Exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 
 std::optional<int64_t> CacheWriter::NextSweep() {
@@ -513,16 +531,6 @@ Status CacheWriter::EnforceBudget() {
     Result<int64_t> removed = DeleteReturningSizes(&evict_);
     if (!removed.ok()) return removed.status();
     evictions_ += *removed;
-  }
-  // Give back file space beyond the budget (left by an earlier, larger budget or a burst).
-  page_count_.Reset();
-  Result<bool> pages = page_count_.Step();
-  if (!pages.ok()) return pages.status();
-  const int64_t file_pages = page_count_.ColumnInt(0);
-  page_count_.Reset();
-  if (file_pages > budget_pages) {
-    GW_RETURN_IF_ERROR(
-        db_->Exec("PRAGMA incremental_vacuum(" + std::to_string(file_pages - budget_pages) + ")"));
   }
   return Status::Ok();
 }

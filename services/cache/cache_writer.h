@@ -88,6 +88,9 @@ class CacheWriter {
     int64_t sweep_interval_ms = 1000;
     int64_t sweep_batch = 500;   // rows per sweep transaction
     size_t max_batch_ops = 512;  // requests per group commit
+    // Without a replica (which checkpoints as it ships), the writer empties the WAL itself with a
+    // TRUNCATE checkpoint between batches once it is this large; 0 = leave it to others.
+    int64_t truncate_wal_bytes = 0;
   };
   using Done = std::function<void(CacheWriteResult)>;
 
@@ -136,6 +139,7 @@ class CacheWriter {
   void SweepExpired(int64_t now);
   // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
   std::optional<int64_t> NextSweep();
+  void MaybeTruncateWal();
   void FlushAccessTimes(std::vector<std::pair<std::string, int64_t>>* accesses);
   void Publish();
 

@@ -31,14 +31,16 @@ bool IsLeaseLost(const Status& status) {
 
 Result<std::unique_ptr<JobQueue>> JobQueue::Open(const std::string& path,
                                                  const SqliteTuning& tuning, const Clock* clock,
-                                                 Hooks hooks, std::vector<Schedule> schedules) {
+                                                 Hooks hooks, std::vector<Schedule> schedules,
+                                                 int64_t truncate_wal_bytes) {
   std::unique_ptr<JobQueue> q(new JobQueue(clock, std::move(hooks)));
   q->schedules_ = std::move(schedules);
   Result<std::unique_ptr<SqliteDb>> reader = SqliteDb::Open(path, SqliteDb::Mode::kReadWrite);
   if (!reader.ok()) return reader.status().WithContext("queue");
   GW_RETURN_IF_ERROR(ApplyTuning(reader->get(), tuning).WithContext("queue"));
   q->reader_ = std::move(*reader);
-  Result<std::unique_ptr<GroupCommitWriter>> writer = GroupCommitWriter::Start(path, tuning);
+  Result<std::unique_ptr<GroupCommitWriter>> writer =
+      GroupCommitWriter::Start(path, tuning, 512, truncate_wal_bytes);
   if (!writer.ok()) return writer.status().WithContext("queue writer");
   q->writer_ = std::move(*writer);
   GW_RETURN_IF_ERROR(q->Load().WithContext("queue"));

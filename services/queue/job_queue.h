@@ -82,7 +82,8 @@ class JobQueue {
 
   static Result<std::unique_ptr<JobQueue>> Open(const std::string& path, const SqliteTuning& tuning,
                                                 const Clock* clock, Hooks hooks,
-                                                std::vector<Schedule> schedules);
+                                                std::vector<Schedule> schedules,
+                                                int64_t truncate_wal_bytes = 0);
   ~JobQueue();
   // Finishes queued writes and stops the writer thread. Owner thread, after its loop has stopped.
   void Stop();
