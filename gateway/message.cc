@@ -178,6 +178,16 @@ std::variant<Request, RequestError> DecodeRequest(std::string_view payload) {
   return req;
 }
 
+void PackStr(Packer& p, std::string_view s) {
+  p.pack_str(static_cast<uint32_t>(s.size()));
+  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
+}
+
+void PackBytes(Packer& p, std::string_view b) {
+  p.pack_bin(static_cast<uint32_t>(b.size()));
+  p.pack_bin_body(b.data(), static_cast<uint32_t>(b.size()));
+}
+
 void PackFloat64(Packer& p, double d) {
   uint64_t bits = 0;
   std::memcpy(&bits, &d, sizeof bits);
@@ -204,12 +214,9 @@ size_t AppendError(std::string* out, uint64_t id, ErrorCode code, std::string_vi
   return AppendResponse(out, id, static_cast<uint32_t>(code), [&](Packer& p) {
     p.pack_map(2);
     p.pack("code");
-    const std::string_view name = ErrorCodeName(code);
-    p.pack_str(static_cast<uint32_t>(name.size()));
-    p.pack_str_body(name.data(), static_cast<uint32_t>(name.size()));
+    PackStr(p, ErrorCodeName(code));
     p.pack("message");
-    p.pack_str(static_cast<uint32_t>(message.size()));
-    p.pack_str_body(message.data(), static_cast<uint32_t>(message.size()));
+    PackStr(p, message);
   });
 }
 

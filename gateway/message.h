@@ -71,6 +71,10 @@ class StringSink {
 };
 using Packer = msgpack::packer<StringSink>;
 
+// Packs a str or a bin from bytes (msgpack-c's pack() of a string_view needs the adaptor headers).
+void PackStr(Packer& p, std::string_view s);
+void PackBytes(Packer& p, std::string_view b);
+
 // Packs `d` as a msgpack float 64. msgpack-c's pack_double writes whole numbers as integers,
 // but the protocol promises floats for times and durations, so the encoding is written here.
 void PackFloat64(Packer& p, double d);

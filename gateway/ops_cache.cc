@@ -40,15 +40,7 @@ bool CheckKey(std::string_view key, std::string_view what, Reply& reply) {
   return true;
 }
 
-void PackBytes(Packer& p, std::string_view b) {
-  p.pack_bin(static_cast<uint32_t>(b.size()));
-  p.pack_bin_body(b.data(), static_cast<uint32_t>(b.size()));
-}
 
-void PackStr(Packer& p, std::string_view s) {
-  p.pack_str(static_cast<uint32_t>(s.size()));
-  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
 
 void PackValue(Packer& p, const CacheValue& v) {
   switch (v.kind) {

@@ -9,10 +9,6 @@
 namespace gateway {
 namespace {
 
-void PackStr(Packer& p, std::string_view s) {
-  p.pack_str(static_cast<uint32_t>(s.size()));
-  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
 
 template <typename Map>
 void PackCounts(Packer& p, const Map& counts) {

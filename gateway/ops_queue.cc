@@ -29,10 +29,6 @@ const OpSpec kEnqueueSpec{"queue.enqueue",
                            {"unique_key", ArgType::kStr, false}},
                           nullptr};
 
-void PackStr(Packer& p, std::string_view s) {
-  p.pack_str(static_cast<uint32_t>(s.size()));
-  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
 
 void PackTime(Packer& p, const std::optional<int64_t>& ms) {
   if (ms) {

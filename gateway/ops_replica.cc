@@ -7,10 +7,6 @@
 namespace gateway {
 namespace {
 
-void PackStr(Packer& p, std::string_view s) {
-  p.pack_str(static_cast<uint32_t>(s.size()));
-  p.pack_str_body(s.data(), static_cast<uint32_t>(s.size()));
-}
 
 void PackTimeOrNil(Packer& p, int64_t ms) {
   if (ms != 0) {

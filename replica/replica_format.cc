@@ -10,6 +10,7 @@
 #include <memory>
 #include <random>
 
+#include "replica/big_endian.h"
 #include "replica/file_client.h"
 
 namespace replica {
@@ -24,16 +25,10 @@ constexpr uint32_t kFormatVersion = 1;
 // Compression level 3 is zstd's default: fast enough to keep up with a busy WAL.
 constexpr int kZstdLevel = 3;
 
-void Put32(std::string* out, uint32_t v) {
-  for (int i = 3; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-void Put64(std::string* out, uint64_t v) {
-  for (int i = 7; i >= 0; --i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
-}
-uint32_t Get32(const unsigned char* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
-uint64_t Get64(const unsigned char* p) { return (uint64_t{Get32(p)} << 32) | Get32(p + 4); }
+constexpr auto Put32 = PutBe32;
+constexpr auto Put64 = PutBe64;
+constexpr auto Get32 = GetBe32;
+constexpr auto Get64 = GetBe64;
 
 class Sha256 {
  public:

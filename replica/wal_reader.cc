@@ -6,6 +6,8 @@
 
 #include <cstring>
 
+#include "replica/big_endian.h"
+
 namespace replica {
 namespace {
 
@@ -15,9 +17,7 @@ using services::Status;
 constexpr uint32_t kMagicLittle = 0x377f0682;
 constexpr uint32_t kMagicBig = 0x377f0683;
 
-uint32_t Be32(const unsigned char* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
+constexpr auto Be32 = GetBe32;
 uint32_t Le32(const unsigned char* p) {
   return (uint32_t{p[3]} << 24) | (uint32_t{p[2]} << 16) | (uint32_t{p[1]} << 8) | uint32_t{p[0]};
 }
