@@ -180,6 +180,11 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
       Log(event == "lease_lost" ? LogLevel::kError : LogLevel::kInfo, "replica_" + event,
           {{"detail", detail}});
     };
+    lease_options.on_regained = [fence] {
+      std::lock_guard<std::mutex> lock(fence->mu);
+      fence->pending.clear();
+      if (fence->replicator != nullptr) fence->replicator->Unfence();
+    };
     lease_options.on_lost = [fence](const std::string& why) {
       std::lock_guard<std::mutex> lock(fence->mu);
       if (fence->replicator != nullptr) {

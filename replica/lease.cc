@@ -131,9 +131,49 @@ void ReplicaLease::RenewLoop() {
       lock.unlock();
       if (options_.log) options_.log("lease_lost", why);
       if (options_.on_lost) options_.on_lost(why);
-      return;
+      if (taken) return;
+      // Lost to an unreachable store: once it answers again, take the lease back if it still
+      // names us (nobody else took it), and let replication resume.
+      lock.lock();
+      for (;;) {
+        cv_.wait_for(lock, period, [&] { return stopping_; });
+        if (stopping_) return;
+        lock.unlock();
+        const RegainResult r = Regain();
+        lock.lock();
+        if (r == RegainResult::kRegained) break;
+        if (r == RegainResult::kGone) return;
+      }
     }
   }
+}
+
+ReplicaLease::RegainResult ReplicaLease::Regain() {
+  Result<ObjectInfo> head = client_->Head(kLeaseKey);
+  if (!head.ok()) return RegainResult::kRetry;  // the store is still away; try again later
+  Result<std::string> text = client_->Get(kLeaseKey);
+  if (!text.ok()) return RegainResult::kRetry;
+  Result<LeaseState> state = ParseLease(*text);
+  if (!state.ok() || state->owner != options_.owner || state->released) {
+    if (options_.log) options_.log("lease_gone", "another gateway holds the replica now");
+    return RegainResult::kGone;
+  }
+  const int64_t now = clock_->NowUnixMicros() / 1000;
+  Result<std::string> taken =
+      client_->PutIfMatch(kLeaseKey, Encode(now + options_.ttl_ms, false), head->etag);
+  if (!taken.ok()) {
+    return taken.status().code() == Status::Code::kFailedPrecondition ? RegainResult::kGone
+                                                                      : RegainResult::kRetry;
+  }
+  {
+    std::lock_guard<std::mutex> guard(mu_);
+    etag_ = *taken;
+    expires_ms_ = now + options_.ttl_ms;
+  }
+  lost_ = false;
+  if (options_.log) options_.log("lease_regained", "the store answers again and the lease was still ours");
+  if (options_.on_regained) options_.on_regained();
+  return RegainResult::kRegained;
 }
 
 Status ReplicaLease::Release() {

@@ -36,6 +36,9 @@ struct LeaseOptions {
   // Called once, on the renewal thread, when the lease is lost (taken over, or not renewed in
   // time). Replication must stop writing.
   std::function<void(const std::string& why)> on_lost;
+  // Called on the renewal thread when a lease lost only because the store was unreachable is
+  // taken back (nobody else took it meanwhile). Replication may resume.
+  std::function<void()> on_regained;
 };
 
 class ReplicaLease {
@@ -55,6 +58,8 @@ class ReplicaLease {
                const services::Clock* clock)
       : client_(std::move(client)), options_(std::move(options)), clock_(clock) {}
   void RenewLoop();
+  enum class RegainResult { kRegained, kRetry, kGone };
+  RegainResult Regain();
   std::string Encode(int64_t expires_ms, bool released) const;
 
   std::shared_ptr<ReplicaClient> client_;

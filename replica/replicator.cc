@@ -282,8 +282,19 @@ Status Replicator::DbShipper::Sync() {
     pos_ = StartOf(hdr);
     own_complete_ = false;
   }
+  // What is committed but not yet shipped, known before shipping so that status shows a backlog
+  // even while the store is failing.
+  Result<uint64_t> pending = CountCommittedFrames(wal_path_, wal_, pos_);
+  if (pending.ok()) status_.pending_frames = *pending;
+  status_.wal_bytes = FileSize(wal_path_);
   GW_RETURN_IF_ERROR(ShipWal());
-  if (FileSize(wal_path_) >= kRestartWalBytes) {
+  status_.pending_frames = 0;
+  Result<uint64_t> left = CountCommittedFrames(wal_path_, wal_, pos_);
+  if (left.ok()) status_.pending_frames = *left;
+  // Restart when this WAL's frames (not the file, which keeps its size) pass the threshold.
+  // (Not again after a complete restart checkpoint: the WAL starts over at the next write.)
+  if (static_cast<int64_t>(pos_.frames) * (page_size_ + kWalFrameHeaderBytes) >= kRestartWalBytes &&
+      !own_complete_) {
     GW_RETURN_IF_ERROR(RestartWal());
   } else {
     Checkpoint();
@@ -308,9 +319,6 @@ Status Replicator::DbShipper::ShipWal() {
     if (read->transactions.empty()) break;
     GW_RETURN_IF_ERROR(ShipSegment(*read));
   }
-  // How much is committed but not shipped (more than one round's worth, on a burst).
-  Result<WalRead> rest = ReadCommitted(wal_path_, wal_, pos_, 0);
-  status_.pending_frames = rest.ok() ? rest->end.frames - pos_.frames : 0;
   return Status::Ok();
 }
 
@@ -564,20 +572,32 @@ Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& w
 
 Status Replicator::DbShipper::Compact(int level) {
   if (level >= kMaxLevel || pending_[level].size() < options_.compaction_fanout) return Status::Ok();
-  std::vector<Pending> merge(pending_[level].begin(),
-                             pending_[level].begin() + static_cast<long>(options_.compaction_fanout));
+  // Merge up to `fanout` segments, but no more than 32 MiB of transactions: a merge
+  // is built in memory, and the levels grow by the fanout each.
+  constexpr size_t kMaxCompactionBytes = 32 << 20;
   std::vector<SegmentTransaction> txns;
   ObjectHeader first, last;
-  for (size_t i = 0; i < merge.size(); ++i) {
-    Result<std::string> object = client_->Get(merge[i].key);
-    if (!object.ok()) return object.status().WithContext("compacting " + merge[i].key);
+  size_t merged = 0;
+  size_t bytes = 0;
+  for (; merged < options_.compaction_fanout && merged < pending_[level].size(); ++merged) {
+    const Pending& p = pending_[level][merged];
+    Result<std::string> object = client_->Get(p.key);
+    if (!object.ok() && object.status().code() == Status::Code::kNotFound) {
+      // Gone (an earlier merge uploaded its result but failed to delete): forget it.
+      pending_[level].erase(pending_[level].begin() + static_cast<long>(merged));
+      return Status::Ok();
+    }
+    if (!object.ok()) return object.status().WithContext("compacting " + p.key);
     ObjectHeader h;
     Result<std::vector<SegmentTransaction>> part = DecodeSegment(*object, &h);
-    if (!part.ok()) return part.status().WithContext("compacting " + merge[i].key);
-    if (i == 0) first = h;
+    if (!part.ok()) return part.status().WithContext("compacting " + p.key);
+    if (merged > 0 && bytes + h.body_bytes > kMaxCompactionBytes) break;
+    bytes += h.body_bytes;
+    if (merged == 0) first = h;
     last = h;
     for (SegmentTransaction& t : *part) txns.push_back(std::move(t));
   }
+  if (merged < 2) return Status::Ok();  // too big to merge further; restores read it as it is
   ObjectHeader h = last;
   h.first_txid = first.first_txid;
   h.first_time_ms = first.first_time_ms;
@@ -585,11 +605,16 @@ Status Replicator::DbShipper::Compact(int level) {
       SegmentKey(db_.name, generation_, level + 1, h.first_txid, h.last_txid, h.last_time_ms);
   Status st = client_->PutNew(key, EncodeSegment(h, txns));
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
-  // The merged object holds every transaction of the smaller ones, so they can go.
-  for (const Pending& p : merge) GW_RETURN_IF_ERROR(client_->Delete(p.key));
-  pending_[level].erase(pending_[level].begin(),
-                        pending_[level].begin() + static_cast<long>(merge.size()));
+  std::vector<Pending> done(pending_[level].begin(),
+                            pending_[level].begin() + static_cast<long>(merged));
+  pending_[level].erase(pending_[level].begin(), pending_[level].begin() + static_cast<long>(merged));
   pending_[level + 1].push_back({key, h.first_txid, h.last_txid});
+  // The merged object holds every transaction of the smaller ones. Deleting them is best effort:
+  // one left behind is only a duplicate a restore does not need (and retention removes later).
+  for (const Pending& p : done) {
+    Status deleted = client_->Delete(p.key);
+    if (!deleted.ok() && options_.log) options_.log("compaction_delete_failed", db_.name, deleted.ToString());
+  }
   return Compact(level + 1);
 }
 
@@ -671,6 +696,12 @@ void Replicator::Fence(const std::string& why) {
   std::lock_guard<std::mutex> lock(mu_);
   fenced_ = why;
   for (DbReplicaStatus& s : statuses_) s.last_error = "replication stopped: " + why;
+  cv_.notify_one();
+}
+
+void Replicator::Unfence() {
+  std::lock_guard<std::mutex> lock(mu_);
+  fenced_.clear();
   cv_.notify_one();
 }
 

@@ -77,6 +77,8 @@ class Replicator {
   // Stops all writes to the replica for good (the lease was lost: another gateway may be writing).
   // Syncs fail from then on with `why`.
   void Fence(const std::string& why);
+  // Lifts a fence after the lease was taken back (nobody else wrote meanwhile).
+  void Unfence();
 
  private:
   class DbShipper;

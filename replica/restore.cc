@@ -223,15 +223,16 @@ Result<RestoreResult> Restore(ReplicaClient* client, const std::string& db,
   while (st.ok() && !reached) {
     auto range = segments.equal_range(result.txid + 1);
     if (range.first == range.second) break;  // nothing newer: the latest state
-    // Prefer the highest level whose end does not pass a txid target.
+    // The segment that reaches furthest (a retried upload can leave a shorter one beside it);
+    // between equals, the highest level. A target inside it is honoured per transaction below.
     const std::pair<ParsedKey, ObjectInfo>* pick = nullptr;
     for (auto it = range.first; it != range.second; ++it) {
       const ParsedKey& k = it->second->first;
-      if (target.txid && k.last_txid > *target.txid && k.level > 0) continue;
-      if (target.time_ms && k.time_ms > *target.time_ms && k.level > 0) continue;
-      if (!pick || k.level > pick->first.level) pick = it->second;
+      if (!pick || k.last_txid > pick->first.last_txid ||
+          (k.last_txid == pick->first.last_txid && k.level > pick->first.level)) {
+        pick = it->second;
+      }
     }
-    if (!pick) pick = range.first->second;
     Result<std::string> object = client->Get(pick->second.key);
     if (!object.ok()) {
       st = object.status();

@@ -158,6 +158,18 @@ Result<WalRead> ReadCommitted(const std::string& path, const WalHeader& h, const
   return out;
 }
 
+Result<uint64_t> CountCommittedFrames(const std::string& path, const WalHeader& h,
+                                      const WalPosition& from) {
+  uint64_t committed = from.frames;
+  Status st = Walk(path, h, from,
+                   [&](const WalPosition& pos, uint32_t, uint32_t commit_size, std::string_view) {
+                     if (commit_size != 0) committed = pos.frames;
+                     return true;
+                   });
+  if (!st.ok()) return st;
+  return committed - from.frames;
+}
+
 Result<bool> WalContains(const std::string& path, const WalHeader& h, const WalPosition& at) {
   if (at.frames == 0) return at.checksum1 == h.checksum1 && at.checksum2 == h.checksum2;
   bool found = false;

@@ -64,6 +64,10 @@ WalPosition StartOf(const WalHeader& header);
 services::Result<WalRead> ReadCommitted(const std::string& wal_path, const WalHeader& header,
                                         const WalPosition& from, size_t max_bytes);
 
+// How many frames after `from` belong to committed transactions (without copying pages).
+services::Result<uint64_t> CountCommittedFrames(const std::string& wal_path, const WalHeader& header,
+                                                const WalPosition& from);
+
 // True when the WAL still holds `at` (the same frames, checksums matching): walks from the start.
 services::Result<bool> WalContains(const std::string& wal_path, const WalHeader& header,
                                    const WalPosition& at);
