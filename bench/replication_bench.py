@@ -41,6 +41,7 @@ import platform
 import shutil
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -73,9 +74,7 @@ class Gateway:
             '[databases.queue]\npath = "db/queue.sqlite3"\n'
         )
         if replica:
-            text += "[replica]\n" + "".join(
-                f'{k} = "{v}"\n' for k, v in replica.items()
-            )
+            text += "[replica]\n" + "".join(f'{k} = "{v}"\n' for k, v in replica.items())
         self.config = folder / "gateway.toml"
         self.config.write_text(text)
         self.main = folder / "db" / "app.sqlite3"
@@ -92,9 +91,7 @@ class Gateway:
                 stderr=log,
                 cwd=self.folder,
             )
-        self.client = Client(
-            str(self.folder / "gateway.sock"), timeout=600, connect_attempts=1
-        )
+        self.client = Client(str(self.folder / "gateway.sock"), timeout=600, connect_attempts=1)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -102,9 +99,7 @@ class Gateway:
                 return self
             except Exception:  # noqa: BLE001 - not up yet; retried until the deadline
                 if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(
-                        (self.folder / "gateway.log").read_text()
-                    ) from None
+                    raise RuntimeError((self.folder / "gateway.log").read_text()) from None
                 time.sleep(0.01)
 
     def stop(self) -> None:
@@ -149,6 +144,12 @@ def writer_connection(path: Path) -> sqlite3.Connection:
     ):
         c.execute(f"PRAGMA {pragma}")
     return c
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (all threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -198,17 +199,11 @@ class SteadyWriter(threading.Thread):
         c.close()
 
 
-def measure_lag(
-    root: Path, sync_interval: str, samples: int, natural_s: float
-) -> dict[str, Any]:
-    gw = Gateway(
-        root / "lag", {"url": "file://replica", "sync_interval": sync_interval}
-    ).start()
+def measure_lag(root: Path, sync_interval: str, samples: int, natural_s: float) -> dict[str, Any]:
+    gw = Gateway(root / "lag", {"url": "file://replica", "sync_interval": sync_interval}).start()
     try:
         setup = writer_connection(gw.main)
-        setup.execute(
-            "CREATE TABLE lag (id INTEGER PRIMARY KEY, at REAL, payload BLOB)"
-        )
+        setup.execute("CREATE TABLE lag (id INTEGER PRIMARY KEY, at REAL, payload BLOB)")
         gw.sync()
 
         # Natural lag: steady commits, replica.status polled every 10 ms.
@@ -216,9 +211,7 @@ def measure_lag(
         base = gw.status()["databases"]["main"]["last_txid"]
         generation = gw.status()["databases"]["main"]["generation"]
         writer.start()
-        observations: list[
-            tuple[float, int, float]
-        ] = []  # (seen at, last_txid, last_txid_at)
+        observations: list[tuple[float, int, float]] = []  # (seen at, last_txid, last_txid_at)
         end = time.monotonic() + natural_s
         while time.monotonic() < end:
             d = gw.status()["databases"]["main"]
@@ -272,18 +265,24 @@ def measure_lag(
 # --- write throughput -----------------------------------------------------------------------------
 
 
-def throughput_worker(
-    db: str, worker: int, barrier: Any, seconds: float, out: Any
-) -> None:
+def throughput_worker(db: str, worker: int, barrier: Any, seconds: float, out: Any) -> None:
     c = writer_connection(Path(db))
     payload = os.urandom(200)
     latencies = []
     barrier.wait()
     end = time.monotonic() + seconds
     n = 0
+    locked = 0
     while time.monotonic() < end:
         started = time.perf_counter()
-        c.execute("BEGIN IMMEDIATE")
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            # The 5 s busy timeout ran out (Django would raise "database is locked").
+            if "locked" not in str(e):
+                raise
+            locked += 1
+            continue
         c.execute(
             "INSERT INTO item (owner, n, payload, created) VALUES (?, ?, ?, datetime('now'))",
             (worker, n, payload),
@@ -293,59 +292,141 @@ def throughput_worker(
         latencies.append(time.perf_counter() - started)
         n += 1
     c.close()
-    out.put((n, latencies))
+    out.put((n, latencies, locked))
+
+
+def django_env(db: Path) -> dict[str, str]:
+    """tests/django_project (its Note model) on ``db``, with the gateway's SQLite."""
+    env = dict(os.environ)
+    env["GATEWAY_TEST_DB"] = str(db)
+    env["DJANGO_SETTINGS_MODULE"] = "testsite.settings"
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO / "tests" / "django_project"), str(REPO / "python-client" / "src")]
+    )
+    env["LD_LIBRARY_PATH"] = str(REPO / "build")
+    return env
+
+
+def django_worker(worker: int, start_at: float, seconds: float) -> None:
+    """One Django process: from ``start_at`` (wall clock) for ``seconds``, each transaction
+    creates a Note and edits the previous one through the ORM. Prints a JSON result line."""
+    import json
+
+    import django
+
+    django.setup()
+    from django.db import OperationalError, connection, transaction
+    from notes.models import Note
+
+    connection.ensure_connection()
+    payload = os.urandom(100).hex()
+    latencies: list[float] = []
+    locked = 0
+    last = None
+    time.sleep(max(0.0, start_at - time.time()))
+    end = start_at + seconds
+    while time.time() < end:
+        started = time.perf_counter()
+        try:
+            with transaction.atomic():
+                note = Note.objects.create(title=f"w{worker}", body=payload)
+                if last is not None:
+                    Note.objects.filter(id=last).update(title=f"w{worker} edited")
+        except OperationalError as e:
+            if "locked" not in str(e):
+                raise
+            locked += 1
+            continue
+        last = note.id
+        latencies.append(time.perf_counter() - started)
+    print(json.dumps([len(latencies), latencies, locked]))
+
+
+def start_workers(workload: str, db: Path, seconds: float) -> tuple[float, list[Any]]:
+    """Starts 4 writer processes; returns (when they start writing, a way to collect each)."""
+    if workload == "django":
+        start_at = time.time() + 4.0  # Django's start-up happens before this
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--django-worker", str(i), str(start_at), str(seconds)],
+                env=django_env(db),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(4)
+        ]
+
+        def collect(p: subprocess.Popen[str]) -> tuple[int, list[float], int]:
+            import json
+
+            out, _ = p.communicate(timeout=seconds + 120)
+            assert p.returncode == 0, out
+            n, latencies, locked = json.loads(out.strip().splitlines()[-1])
+            return n, latencies, locked
+
+        return start_at, [lambda p=p: collect(p) for p in procs]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(5)
+    queue = ctx.Queue()
+    workers = [
+        ctx.Process(target=throughput_worker, args=(str(db), i, barrier, seconds, queue))
+        for i in range(4)
+    ]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    return time.time(), [lambda: queue.get(timeout=seconds + 120) for _ in workers]
 
 
 def one_throughput_round(
-    root: Path, replica: dict[str, str] | None, seconds: float
+    root: Path, workload: str, replica: dict[str, str] | None, seconds: float
 ) -> dict:
     folder = Path(tempfile.mkdtemp(dir=root, prefix="tp-"))
     gw = Gateway(folder, replica).start()
     try:
-        c = writer_connection(gw.main)
-        c.execute(
-            "CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, owner INTEGER, n INTEGER, "
-            "payload BLOB, created TEXT)"
-        )
-        c.execute("CREATE INDEX item_owner ON item (owner, n)")
-        c.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER)")
-        c.executemany("INSERT INTO counter VALUES (?, 0)", [(i,) for i in range(4)])
-        c.close()
+        if workload == "django":
+            subprocess.run(
+                [sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"],
+                cwd=REPO / "tests" / "django_project",
+                env=django_env(gw.main),
+                check=True,
+            )
+        else:
+            c = writer_connection(gw.main)
+            c.execute(
+                "CREATE TABLE item (id INTEGER PRIMARY KEY AUTOINCREMENT, owner INTEGER, "
+                "n INTEGER, payload BLOB, created TEXT)"
+            )
+            c.execute("CREATE INDEX item_owner ON item (owner, n)")
+            c.execute("CREATE TABLE counter (id INTEGER PRIMARY KEY, n INTEGER)")
+            c.executemany("INSERT INTO counter VALUES (?, 0)", [(i,) for i in range(4)])
+            c.close()
         if replica:
             gw.sync()
-        ctx = multiprocessing.get_context("spawn")
-        barrier = ctx.Barrier(5)
-        out = ctx.Queue()
-        procs = [
-            ctx.Process(
-                target=throughput_worker, args=(str(gw.main), i, barrier, seconds, out)
-            )
-            for i in range(4)
-        ]
-        for p in procs:
-            p.start()
-        barrier.wait()
-        started = time.monotonic()
-        results = [out.get(timeout=seconds + 60) for _ in procs]
-        wall = time.monotonic() - started
-        for p in procs:
-            p.join()
-        commits = sum(n for n, _ in results)
-        latencies = [x for _, lat in results for x in lat]
+        started, collectors = start_workers(workload, gw.main, seconds)
+        time.sleep(max(0.0, started - time.time()))
+        cpu_before = process_cpu(gw.process.pid)
+        results = [collect() for collect in collectors]
+        cpu = process_cpu(gw.process.pid) - cpu_before
+        wall = max(seconds, time.time() - started) if workload == "sqlite" else seconds
+        commits = sum(r[0] for r in results)
+        latencies = [x for r in results for x in r[1]]
+        locked = sum(r[2] for r in results)
         extra = {}
         if replica:
             synced = time.monotonic()
             gw.sync()
             extra["catch_up"] = time.monotonic() - synced
-            st = gw.status()
-            extra["requests"] = st["requests"]["count"]
             extra["generations"] = len(
                 gw.command("generations", "--db", "main").stdout.splitlines()[1:]
             )
         return {
             "commits_per_s": commits / wall,
+            "gateway_cpu_ms_per_1000": cpu * 1e6 / max(1, commits),
             "p50": percentile(latencies, 50),
             "p99": percentile(latencies, 99),
+            "max": max(latencies),
+            "locked": locked,
             **extra,
         }
     finally:
@@ -354,20 +435,19 @@ def one_throughput_round(
 
 
 def measure_throughput(
-    root: Path, seconds: float, rounds: int, sync_interval: str
+    root: Path, workload: str, seconds: float, rounds: int, sync_interval: str
 ) -> dict:
     replica = {"url": "file://replica", "sync_interval": sync_interval}
     off: list[dict] = []
     on: list[dict] = []
     for r in range(rounds):
-        order = (
-            [(None, off), (replica, on)] if r % 2 == 0 else [(replica, on), (None, off)]
-        )
+        order = [(None, off), (replica, on)] if r % 2 == 0 else [(replica, on), (None, off)]
         for config, bucket in order:
-            bucket.append(one_throughput_round(root, config, seconds))
+            bucket.append(one_throughput_round(root, workload, config, seconds))
     best_off = max(off, key=lambda x: x["commits_per_s"])
     best_on = max(on, key=lambda x: x["commits_per_s"])
     return {
+        "workload": workload,
         "seconds": seconds,
         "rounds": rounds,
         "sync_interval": sync_interval,
@@ -375,7 +455,16 @@ def measure_throughput(
         "on": best_on,
         "all_off": [round(x["commits_per_s"]) for x in off],
         "all_on": [round(x["commits_per_s"]) for x in on],
+        "max_off": max(x["max"] for x in off),
+        "max_on": max(x["max"] for x in on),
+        "locked_off": sum(x["locked"] for x in off),
+        "locked_on": sum(x["locked"] for x in on),
+        "catch_up_max": max(x["catch_up"] for x in on),
         "ratio": best_on["commits_per_s"] / best_off["commits_per_s"],
+        "cpu_off": statistics.median(x["gateway_cpu_ms_per_1000"] for x in off),
+        "cpu_on": statistics.median(x["gateway_cpu_ms_per_1000"] for x in on),
+        "median_ratio": statistics.median(x["commits_per_s"] for x in on)
+        / statistics.median(x["commits_per_s"] for x in off),
     }
 
 
@@ -414,19 +503,13 @@ def measure_restore(root: Path, size: int) -> dict[str, Any]:
         assert r.returncode == 0, r.stderr
         result["from_segments_objects"] = r.stderr.count("applied") + 1
         out.unlink()
-        # A full snapshot: someone else's checkpoint (of a frame the gateway has not checkpointed
-        # yet) forces a new generation.
-        c = writer_connection(gw.main)
-        c.execute("INSERT INTO blob (data) VALUES (x'00')")
-        other = sqlite3.connect(gw.main, timeout=60, isolation_level=None)
-        busy = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        other.close()
-        c.execute("INSERT INTO blob (data) VALUES (x'01')")
-        c.close()
+        # A full snapshot: the same database replicated to a second, empty replica starts
+        # there with a snapshot of the whole file.
+        gw.stop()
+        gw = Gateway(folder, {"url": "file://replica2", "sync_interval": "1s"}).start()
         started = time.monotonic()
         gw.sync()
         result["snapshot_sync_s"] = time.monotonic() - started
-        result["checkpoint"] = busy
         result["generations"] = (
             len(gw.command("generations", "--db", "main").stdout.splitlines()) - 1
         )
@@ -445,23 +528,67 @@ def measure_restore(root: Path, size: int) -> dict[str, Any]:
 # --- idle requests --------------------------------------------------------------------------------
 
 
+def idle_gateway(folder: Path, replica: dict[str, str]) -> Gateway:
+    gw = Gateway(folder, replica).start()
+    c = writer_connection(gw.main)
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
+    c.close()
+    gw.sync()
+    return gw
+
+
 def measure_idle(root: Path, seconds: float) -> dict[str, Any]:
-    gw = Gateway(
-        root / "idle", {"url": "file://replica", "sync_interval": "1s"}
-    ).start()
+    """Idle gateways on a file replica and, if rclone is there, on S3 behind a counting proxy."""
+    gateways = {"file": idle_gateway(root / "idle-file", {"url": "file://replica"})}
+    s3 = proxy = None
     try:
-        c = writer_connection(gw.main)
-        c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY)")
-        c.close()
-        gw.sync()
-        time.sleep(2)  # let the first checkpoint after the sync settle
-        before = gw.status()["requests"]["count"]
+        sys.path.insert(0, str(REPO / "tests"))
+        import s3_server
+
+        if s3_server.rclone_binary() is not None:
+            s3 = s3_server.RcloneS3Server(root / "s3").start()
+            proxy = s3_server.FaultProxy(s3)
+            proxy.conditional = "native"  # conditional writes as a store that supports them
+            proxy.start()
+            gateways["s3"] = idle_gateway(
+                root / "idle-s3",
+                {
+                    "url": f"s3://{s3_server.BUCKET}/idle",
+                    "endpoint": proxy.endpoint,
+                    "access_key_id": s3_server.ACCESS_KEY,
+                    "secret_access_key": s3_server.SECRET_KEY,
+                },
+            )
+    except ImportError:
+        pass
+    try:
+        time.sleep(2)  # the checkpoint after the first sync settles
+        before = {name: gw.status()["requests"]["count"] for name, gw in gateways.items()}
+        if proxy is not None:
+            with proxy.lock:
+                proxy.seen.clear()
         time.sleep(seconds)
-        after = gw.status()["requests"]["count"]
-        n = after - before
-        return {"seconds": seconds, "requests": n, "per_hour": n * 3600 / seconds}
+        after = {name: gw.status()["requests"]["count"] for name, gw in gateways.items()}
+        out: dict[str, Any] = {"seconds": seconds}
+        for name in gateways:
+            n = after[name] - before[name]
+            out[name] = {"requests": n, "per_hour": n * 3600 / seconds}
+        if proxy is not None:
+            with proxy.lock:
+                seen = list(proxy.seen)
+            kinds: dict[str, int] = {}
+            for method, path, _ in seen:
+                what = "lease" if path.split("?")[0].endswith("/lease") else "other"
+                kinds[f"{method} {what}"] = kinds.get(f"{method} {what}", 0) + 1
+            out["s3"]["http"] = kinds
+        return out
     finally:
-        gw.stop()
+        for gw in gateways.values():
+            gw.stop()
+        if proxy is not None:
+            proxy.stop()
+        if s3 is not None:
+            s3.stop()
 
 
 # --- report ---------------------------------------------------------------------------------------
@@ -491,9 +618,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller and shorter")
     parser.add_argument("--sync-interval", default="200ms")
-    parser.add_argument(
-        "--only", choices=["lag", "throughput", "restore", "idle"], action="append"
-    )
+    parser.add_argument("--only", choices=["lag", "throughput", "restore", "idle"], action="append")
     args = parser.parse_args()
     if sqlite3.sqlite_version_info < (3, 51, 3):
         print(
@@ -510,9 +635,14 @@ def main() -> int:
                 root, args.sync_interval, 40 if quick else 200, 10 if quick else 30
             )
         if "throughput" in only:
-            out["throughput"] = measure_throughput(
-                root, 5 if quick else 15, 2 if quick else 4, args.sync_interval
-            )
+            out["throughput"] = [
+                measure_throughput(
+                    root, "django", 8 if quick else 15, 2 if quick else 4, args.sync_interval
+                ),
+                measure_throughput(
+                    root, "sqlite", 5 if quick else 10, 2 if quick else 4, args.sync_interval
+                ),
+            ]
         if "restore" in only:
             out["restore"] = measure_restore(root, 100 * MiB if quick else 1024 * MiB)
         if "idle" in only:
@@ -546,23 +676,32 @@ def main() -> int:
         if not lag["same_generation"]:
             print("| (a new generation started during the lag run) | | |")
     if "throughput" in out:
-        tp = out["throughput"]
-        off, on = tp["off"], tp["on"]
-        print(
-            f"| write throughput, 4 processes, no replica (best of {tp['rounds']} x "
-            f"{tp['seconds']:.0f} s: {tp['all_off']}) | {off['commits_per_s']:.0f} commits/s, "
-            f"commit p50 {off['p50'] * 1000:.2f} ms, p99 {off['p99'] * 1000:.2f} ms | |"
-        )
-        print(
-            f"| write throughput, 4 processes, replica every {tp['sync_interval']} "
-            f"({tp['all_on']}) | {on['commits_per_s']:.0f} commits/s, commit p50 "
-            f"{on['p50'] * 1000:.2f} ms, p99 {on['p99'] * 1000:.2f} ms; catch-up sync "
-            f"{ms(on['catch_up'])}; {on['generations']} generation(s) | |"
-        )
-        print(
-            f"| throughput with / without replication | {tp['ratio']:.3f} "
-            f"({(tp['ratio'] - 1) * 100:+.1f}%) | > 0.95 |"
-        )
+        for tp in out["throughput"]:
+            off, on = tp["off"], tp["on"]
+            what = (
+                "Django ORM (create a Note, edit the previous one)"
+                if tp["workload"] == "django"
+                else "raw sqlite3 tight loop (insert a row, update a counter)"
+            )
+            print(
+                f"| {what}, 4 processes, no replica: best of {tp['rounds']} x "
+                f"{tp['seconds']:.0f} s {tp['all_off']} | {off['commits_per_s']:.0f} commits/s, "
+                f"commit p50 {off['p50'] * 1000:.2f} ms, p99 {off['p99'] * 1000:.2f} ms; "
+                f"slowest {ms(tp['max_off'])}; {tp['locked_off']} 'database is locked' | |"
+            )
+            print(
+                f"| the same with a replica every {tp['sync_interval']}: {tp['all_on']} | "
+                f"{on['commits_per_s']:.0f} commits/s, commit p50 {on['p50'] * 1000:.2f} ms, "
+                f"p99 {on['p99'] * 1000:.2f} ms; slowest {ms(tp['max_on'])}; "
+                f"{tp['locked_on']} 'database is locked'; replica.sync right after the writers "
+                f"stop: up to {ms(tp['catch_up_max'])}; {on['generations']} generation(s) | |"
+            )
+            print(
+                f"| throughput with / without replication ({tp['workload']}) | best "
+                f"{tp['ratio']:.3f} ({(tp['ratio'] - 1) * 100:+.1f}%), median "
+                f"{tp['median_ratio']:.3f}; gateway CPU per 1000 commits (median) "
+                f"{tp['cpu_off']:.0f} ms without, {tp['cpu_on']:.0f} ms with | > 0.95 |"
+            )
     if "restore" in out:
         rs = out["restore"]
         size = f"{rs['size'] / MiB:.0f} MiB"
@@ -575,19 +714,28 @@ def main() -> int:
             f"{rs['from_segments_s']:.1f} s | |"
         )
         print(
-            f"| restore {size} from a full snapshot (new generation after a foreign "
-            f"checkpoint {rs['checkpoint']}; snapshot sync {rs['snapshot_sync_s']:.1f} s) | "
-            f"{rs['from_snapshot_s']:.1f} s | |"
+            f"| restore {size} from a full snapshot (a second replica of the same file; "
+            f"taking and uploading the snapshot: {rs['snapshot_sync_s']:.1f} s; "
+            f"{rs['from_snapshot_log']!r}) | {rs['from_snapshot_s']:.1f} s | |"
         )
     if "idle" in out:
         idle = out["idle"]
-        print(
-            f"| store requests when idle ({idle['requests']} in {idle['seconds']:.0f} s) | "
-            f"{idle['per_hour']:.0f} per hour | only lease renewals |"
-        )
+        for name in ("file", "s3"):
+            if name not in idle:
+                continue
+            got = idle[name]
+            http = f"; HTTP: {got['http']}" if "http" in got else ""
+            print(
+                f"| {name} store requests when idle ({got['requests']} in "
+                f"{idle['seconds']:.0f} s{http}) | {got['per_hour']:.0f} per hour | "
+                f"only lease renewals |"
+            )
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--django-worker":
+        django_worker(int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]))
+        sys.exit(0)
     sys.path.insert(0, str(REPO / "python-client" / "src"))
     sys.exit(main())

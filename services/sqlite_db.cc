@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include <utility>
 
 namespace services {
@@ -12,6 +15,16 @@ Status SqliteStatus(int rc, sqlite3* db, std::string_view what) {
   msg += ": ";
   msg += db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
   msg += " (SQLite code " + std::to_string(rc) + ")";
+  // SQLite's "disk I/O error" hides the cause; the operating system's errno names it (a full
+  // disk, a read-only filesystem), which is what an operator needs to act.
+  const int os_errno = db != nullptr ? sqlite3_system_errno(db) : 0;
+  if (os_errno != 0 && ((rc & 0xff) == SQLITE_IOERR || (rc & 0xff) == SQLITE_FULL ||
+                        (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY)) {
+    msg += ": ";
+    msg += std::strerror(os_errno);
+    if (os_errno == EROFS) msg += " (the filesystem is read-only; remount it read-write)";
+    if (os_errno == ENOSPC) msg += " (the disk is full; free space)";
+  }
   switch (rc & 0xff) {
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
