@@ -176,7 +176,11 @@ def test_kill_9_while_syncing_under_write_load(gateway_factory: Factory) -> None
                 before,
                 after,
             )
-            assert d["main"]["segments_sent"] + d["main"]["snapshots_sent"] > 0
+            if not quiet:
+                # The writers kept committing while the gateway was down, so this gateway must
+                # have uploaded something itself. After a quiet kill the last commit may already
+                # have reached the store before the kill, and then there is nothing left to send.
+                assert d["main"]["segments_sent"] + d["main"]["snapshots_sent"] > 0, (i, after)
             if d["main"]["generation"] == before["main"]["generation"]:
                 continued += 1
             else:
