@@ -109,7 +109,7 @@ class ReplicatorTest : public ::testing::Test {
   void Start() {
     ReplicatorOptions options;
     options.sync_interval_ms = 50;
-    options.compaction_fanout = 4;
+    options.compaction_fanout = fanout_;
     auto r = Replicator::Start(client_, {{"main", db_path_}}, options,
                                services::SystemClock::Default());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -132,6 +132,55 @@ class ReplicatorTest : public ::testing::Test {
     return r.ok() ? *r : RestoreResult();
   }
 
+  // Rewrites the replica's segments as the given ranges of its transactions, at the given levels:
+  // {level, first index, last index} into every transaction after the snapshot, in order.
+  struct Piece {
+    int level;
+    size_t first, last;
+  };
+  void RewriteSegments(const std::vector<Piece>& pieces) {
+    auto objects = client_->List("main/generations/");
+    ASSERT_TRUE(objects.ok());
+    std::vector<std::pair<ParsedKey, std::string>> segments;
+    for (const ObjectInfo& o : *objects) {
+      auto k = ParseKey(o.key);
+      if (k && k->kind == ObjectKind::kSegment) segments.emplace_back(*k, o.key);
+    }
+    std::sort(segments.begin(), segments.end(),
+              [](auto& a, auto& b) { return a.first.first_txid < b.first.first_txid; });
+    ASSERT_FALSE(segments.empty());
+    std::vector<SegmentTransaction> all;
+    ObjectHeader header;
+    for (auto& [key, name] : segments) {
+      auto data = client_->Get(name);
+      ASSERT_TRUE(data.ok());
+      auto txns = DecodeSegment(*data, &header);
+      ASSERT_TRUE(txns.ok()) << txns.status().ToString();
+      for (auto& t : *txns) {
+        ASSERT_TRUE(all.empty() || t.txid == all.back().txid + 1);
+        all.push_back(std::move(t));
+      }
+      ASSERT_TRUE(client_->Delete(name).ok());
+    }
+    total_txns_ = all.size();
+    first_txid_ = all.front().txid;
+    for (const Piece& p : pieces) {
+      ASSERT_LT(p.last, all.size());
+      std::vector<SegmentTransaction> part(all.begin() + p.first, all.begin() + p.last + 1);
+      ObjectHeader h = header;
+      h.first_txid = part.front().txid;
+      h.last_txid = part.back().txid;
+      h.first_time_ms = part.front().time_ms;
+      h.last_time_ms = part.back().time_ms;
+      const std::string key = SegmentKey("main", segments[0].first.generation, p.level,
+                                         h.first_txid, h.last_txid, h.last_time_ms);
+      ASSERT_TRUE(client_->Put(key, EncodeSegment(h, part)).ok());
+    }
+  }
+
+  size_t fanout_ = 4;
+  size_t total_txns_ = 0;
+  uint64_t first_txid_ = 0;
   services::TempDir dir_;
   std::string db_path_;
   std::unique_ptr<SqliteDb> writer_;
@@ -226,6 +275,83 @@ TEST_F(ReplicatorTest, ACorruptObjectFailsTheRestoreAndLeavesNoFile) {
   auto r = Restore(client_.get(), "main", {}, dir_.File("out.db"), [](const std::string&) {});
   EXPECT_FALSE(r.ok());
   EXPECT_NE(access(dir_.File("out.db").c_str(), F_OK), 0);
+}
+
+TEST_F(ReplicatorTest, OverlappingSegmentsRestoreEveryTransaction) {
+  // What a merge interrupted before it deleted its inputs, or a gateway that sent transactions
+  // again after a restart, leaves behind: segments starting inside other segments.
+  replicator_.reset();
+  fanout_ = 1000;  // no merges: every sync leaves its own segment
+  Start();
+  for (int round = 0; round < 12; ++round) {
+    Insert(5);
+    Sync();
+  }
+  replicator_.reset();
+  RewriteSegments({{2, 0, 29}, {1, 20, 49}, {0, 25, 26}, {0, 45, 59}});
+  ASSERT_EQ(total_txns_, 60u);
+  RestoreTo(dir_.File("all.db"));
+  EXPECT_EQ(Count(dir_.File("all.db")), 60);
+  // A target inside the overlap is honoured.
+  const RestoreResult at = RestoreTo(dir_.File("at.db"), {first_txid_ + 24, std::nullopt});
+  EXPECT_EQ(at.txid, first_txid_ + 24);
+  EXPECT_EQ(Count(dir_.File("at.db")), 25);
+}
+
+TEST_F(ReplicatorTest, MergeLeftoversAreNotMergedAgainIntoOverlappingObjects) {
+  replicator_.reset();
+  fanout_ = 1000;
+  Start();
+  for (int round = 0; round < 6; ++round) {
+    Insert(5);
+    Sync();
+  }
+  replicator_.reset();
+  // A level-2 object and two level-0 inputs of it that an interrupted merge did not delete.
+  RewriteSegments({{2, 0, 29}, {0, 20, 24}, {0, 25, 29}});
+  fanout_ = 2;
+  Start();
+  for (int round = 0; round < 8; ++round) {
+    Insert(3);
+    Sync();
+  }
+  auto objects = client_->List("main/generations/");
+  ASSERT_TRUE(objects.ok());
+  for (const ObjectInfo& o : *objects) {
+    auto k = ParseKey(o.key);
+    if (!k || k->kind != ObjectKind::kSegment || k->level == 0) continue;
+    if (k->level == 2 && k->first_txid == first_txid_) continue;  // the original
+    EXPECT_GT(k->first_txid, first_txid_ + 29) << o.key << " merges leftovers again";
+  }
+  RestoreTo(dir_.File("all.db"));
+  EXPECT_EQ(Count(dir_.File("all.db")), 30 + 24);
+}
+
+TEST_F(ReplicatorTest, AHoleInTheReplicaFailsTheRestoreInsteadOfReturningAnOldState) {
+  replicator_.reset();
+  fanout_ = 1000;
+  Start();
+  for (int round = 0; round < 6; ++round) {
+    Insert(5);
+    Sync();
+  }
+  replicator_.reset();
+  RewriteSegments({{0, 0, 9}, {0, 15, 29}});  // transactions 10 to 14 are lost
+  auto r = Restore(client_.get(), "main", {}, dir_.File("out.db"), [](const std::string&) {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), services::Status::Code::kCorruption);
+  EXPECT_NE(r.status().message().find("--txid " + std::to_string(first_txid_ + 9)),
+            std::string::npos)
+      << r.status().ToString();
+  EXPECT_NE(access(dir_.File("out.db").c_str(), F_OK), 0);
+  // The state before the hole, asked for explicitly.
+  const RestoreResult before = RestoreTo(dir_.File("before.db"), {first_txid_ + 9, std::nullopt});
+  EXPECT_EQ(before.txid, first_txid_ + 9);
+  EXPECT_EQ(Count(dir_.File("before.db")), 10);
+  // A target past the end is refused, not quietly answered with the end.
+  auto past = Restore(client_.get(), "main", {first_txid_ + 100, std::nullopt},
+                      dir_.File("past.db"), [](const std::string&) {});
+  EXPECT_FALSE(past.ok());
 }
 
 }  // namespace

@@ -212,13 +212,19 @@ Status Replicator::DbShipper::Resume() {
   status_.generation = gen;
   status_.last_txid = txid_;
   status_.last_txid_time_ms = last_time_ms_;
-  // Segments not yet merged into the next level, oldest first.
-  std::vector<uint64_t> covered(kMaxLevel + 2, 0);
+  // Segments not yet merged into a higher level, oldest first. A segment starting inside what a
+  // higher level holds is a leftover of a merge interrupted before it deleted its inputs (the
+  // merged object may since have been merged again, one level up): merging it once more would
+  // make an object overlapping the higher one, so it stays as it is until retention.
+  std::vector<uint64_t> covered(kMaxLevel + 2, 0);  // [level]: what levels above it hold
   for (const ParsedKey& k : keys) {
-    if (k.kind == ObjectKind::kSegment) covered[k.level] = std::max(covered[k.level], k.last_txid);
+    if (k.kind != ObjectKind::kSegment) continue;
+    for (int below = 0; below < k.level && below <= kMaxLevel; ++below) {
+      covered[below] = std::max(covered[below], k.last_txid);
+    }
   }
   for (const ParsedKey& k : keys) {
-    if (k.kind != ObjectKind::kSegment || k.first_txid <= covered[k.level + 1]) continue;
+    if (k.kind != ObjectKind::kSegment || k.first_txid <= covered[k.level]) continue;
     pending_[k.level].push_back(
         {SegmentKey(db_.name, gen, k.level, k.first_txid, k.last_txid, k.time_ms), k.first_txid,
          k.last_txid});
@@ -592,10 +598,18 @@ Status Replicator::DbShipper::Compact(int level) {
     Result<std::vector<SegmentTransaction>> part = DecodeSegment(*object, &h);
     if (!part.ok()) return part.status().WithContext("compacting " + p.key);
     if (merged > 0 && bytes + h.body_bytes > kMaxCompactionBytes) break;
+    // Merged objects must hold consecutive transactions. Overlaps (a transaction sent twice by a
+    // restarted gateway) keep the first copy; a segment wholly inside the merge adds nothing and
+    // is deleted with the others; a gap ends the merge before this segment.
+    if (merged > 0 && h.first_txid > last.last_txid + 1) break;
+    if (merged > 0 && h.last_txid <= last.last_txid) continue;
     bytes += h.body_bytes;
     if (merged == 0) first = h;
+    for (SegmentTransaction& t : *part) {
+      if (merged > 0 && t.txid <= last.last_txid) continue;
+      txns.push_back(std::move(t));
+    }
     last = h;
-    for (SegmentTransaction& t : *part) txns.push_back(std::move(t));
   }
   if (merged < 2) return Status::Ok();  // too big to merge further; restores read it as it is
   ObjectHeader h = last;

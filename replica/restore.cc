@@ -203,15 +203,21 @@ Result<RestoreResult> Restore(ReplicaClient* client, const std::string& db,
   result.objects = 1;
   result.bytes = snapshot->second.size;
 
-  // Segments after the snapshot, by first transaction; the highest level first, so a restore
-  // reads compacted objects where it can.
-  std::multimap<uint64_t, const std::pair<ParsedKey, ObjectInfo>*> segments;
-  int64_t segment_bytes = 0;
+  // Segments that hold transactions after the snapshot, by first transaction. Segments may
+  // overlap: a merge interrupted before it deleted its inputs leaves them beside the merged
+  // object, and a gateway that restarted without knowing what was uploaded sends some
+  // transactions again. Overlapping segments of one generation hold the same transactions
+  // (a transaction id names one commit of one WAL history), so a restore may take each from any.
+  std::vector<const std::pair<ParsedKey, ObjectInfo>*> segments;
+  uint64_t newest = result.txid;  // the last transaction this generation holds
   for (const auto& entry : catalog->generations[generation]) {
-    if (entry.first.kind != ObjectKind::kSegment || entry.first.first_txid <= result.txid) continue;
-    segments.emplace(entry.first.first_txid, &entry);
-    segment_bytes += entry.second.size;
+    if (entry.first.kind != ObjectKind::kSegment || entry.first.last_txid <= result.txid) continue;
+    segments.push_back(&entry);
+    newest = std::max(newest, entry.first.last_txid);
   }
+  std::sort(segments.begin(), segments.end(), [](auto* a, auto* b) {
+    return a->first.first_txid < b->first.first_txid;
+  });
   int fd = open(temp.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) {
     cleanup();
@@ -220,22 +226,24 @@ Result<RestoreResult> Restore(ReplicaClient* client, const std::string& db,
   const uint32_t page_size = snap_header.page_size;
   int64_t read_bytes = 0;
   bool reached = target.txid && result.txid >= *target.txid;
+  // Of the segments starting at or before the next transaction, the one reaching furthest:
+  // it holds the next transaction if any segment does. Between equals, the highest level.
+  size_t scanned = 0;
+  const std::pair<ParsedKey, ObjectInfo>* furthest = nullptr;
   while (st.ok() && !reached) {
-    auto range = segments.equal_range(result.txid + 1);
-    if (range.first == range.second) break;  // nothing newer: the latest state
-    // The segment that reaches furthest (a retried upload can leave a shorter one beside it);
-    // between equals, the highest level. A target inside it is honoured per transaction below.
-    const std::pair<ParsedKey, ObjectInfo>* pick = nullptr;
-    for (auto it = range.first; it != range.second; ++it) {
-      const ParsedKey& k = it->second->first;
-      if (!pick || k.last_txid > pick->first.last_txid ||
-          (k.last_txid == pick->first.last_txid && k.level > pick->first.level)) {
-        pick = it->second;
+    for (; scanned < segments.size() && segments[scanned]->first.first_txid <= result.txid + 1;
+         ++scanned) {
+      const ParsedKey& k = segments[scanned]->first;
+      if (!furthest || k.last_txid > furthest->first.last_txid ||
+          (k.last_txid == furthest->first.last_txid && k.level > furthest->first.level)) {
+        furthest = segments[scanned];
       }
     }
+    if (!furthest || furthest->first.last_txid <= result.txid) break;  // nothing holds the next
+    const std::pair<ParsedKey, ObjectInfo>* pick = furthest;
     Result<std::string> object = client->Get(pick->second.key);
     if (!object.ok()) {
-      st = object.status();
+      st = object.status().WithContext(pick->second.key);
       break;
     }
     ++result.objects;
@@ -251,7 +259,9 @@ Result<RestoreResult> Restore(ReplicaClient* client, const std::string& db,
       st = Status::Corruption(pick->second.key + " has another page size than its snapshot");
       break;
     }
+    const uint64_t before = result.txid;
     for (const SegmentTransaction& t : *txns) {
+      if (t.txid <= result.txid) continue;  // already applied from an overlapping segment
       if (t.txid != result.txid + 1) {
         st = Status::Corruption(pick->second.key + " skips from transaction " +
                                 std::to_string(result.txid) + " to " + std::to_string(t.txid));
@@ -265,12 +275,43 @@ Result<RestoreResult> Restore(ReplicaClient* client, const std::string& db,
       if (!st.ok()) break;
       result.txid = t.txid;
       result.time_ms = t.time_ms;
+      if (target.txid && result.txid == *target.txid) {
+        reached = true;
+        break;
+      }
     }
-    if (segment_bytes > 0) {
-      progress(db + ": applied " + pick->second.key.substr(pick->second.key.rfind('/') + 1) +
-               " (" + std::to_string(std::min<int64_t>(100, read_bytes * 100 / segment_bytes)) +
-               "% of segments)");
+    if (st.ok() && !reached && result.txid == before) {
+      // Its name promised transactions it does not hold.
+      st = Status::Corruption(pick->second.key + " holds no transaction after " +
+                              std::to_string(before) + " although its name says it ends at " +
+                              std::to_string(pick->first.last_txid));
+      break;
     }
+    const uint64_t span = newest > snap_header.last_txid ? newest - snap_header.last_txid : 1;
+    progress(db + ": applied " + pick->second.key.substr(pick->second.key.rfind('/') + 1) + " (" +
+             std::to_string(std::min<uint64_t>(
+                 100, (result.txid - snap_header.last_txid) * 100 / span)) +
+             "% of transactions, " + Mib(read_bytes) + " read)");
+  }
+  if (st.ok() && !reached && result.txid < newest) {
+    // A hole: what comes after it cannot be applied, and stopping here silently would hand back
+    // an old state as if it were the latest.
+    uint64_t resumes = newest;
+    for (auto* s : segments) {
+      if (s->first.first_txid > result.txid + 1) resumes = std::min(resumes, s->first.first_txid);
+    }
+    st = Status::Corruption(
+        "the replica of '" + db + "' (generation " + generation + ") is missing transactions " +
+        std::to_string(result.txid + 1) + " to " + std::to_string(resumes - 1) +
+        " but holds transactions up to " + std::to_string(newest) +
+        "; a segment object was deleted or lost. To take the state before the hole, restore with "
+        "--txid " + std::to_string(result.txid) + " (or pick another generation's snapshot)");
+  }
+  if (st.ok() && target.txid && result.txid < *target.txid) {
+    st = Status::NotFound("the replica of '" + db + "' (generation " + generation +
+                          ") ends at transaction " + std::to_string(result.txid) +
+                          ", before the requested " + std::to_string(*target.txid) +
+                          "; `gateway generations` lists what each generation holds");
   }
   if (st.ok() && fsync(fd) != 0) st = Status::IoError("cannot fsync " + temp);
   close(fd);
