@@ -282,6 +282,11 @@ def test_disk_full_refuses_writes_keeps_reads_and_recovers(
                                                      "args": ["x" * BIG]}), "disk is full")
     assert ops.ok("cache.get", {"key": "big"}) is None
     assert ops.ok("cache.get_many", {"keys": ["m1", "m2"]}) == {}
+    # The operator sees it too: one error line per second at most, naming the op and the cause.
+    failures = [line for line in gateway.log_text().splitlines()
+                if "event=request_failed" in line and "code=storage_error" in line]
+    assert failures, gateway.log_text()
+    assert "op=cache.set" in failures[0] and "full" in failures[0], failures[0]
     # Django's own writes to the main database fail the same way, and the gateway does not mind.
     with contextlib.closing(writer_connection(gateway.db_path("main"))) as c:
         c.execute("BEGIN IMMEDIATE")
