@@ -36,7 +36,7 @@ std::vector<replica::ReplicatedDb> Selected(const Config& config, const std::str
 }
 
 Result<std::shared_ptr<replica::ReplicaClient>> ClientFor(const Config& config) {
-  Result<std::shared_ptr<replica::ReplicaClient>> client = OpenReplicaClient(config);
+  Result<std::shared_ptr<replica::ReplicaClient>> client = OpenReplicaClient(config, /*read_only=*/true);
   if (client.ok() && !*client) {
     return Status::FailedPrecondition("the config has no [replica] url; set one to use replicas");
   }

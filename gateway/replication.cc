@@ -18,10 +18,12 @@ using services::Status;
 
 namespace {
 
-Result<std::shared_ptr<replica::ReplicaClient>> OpenStore(const Config& config) {
+Result<std::shared_ptr<replica::ReplicaClient>> OpenStore(const Config& config, bool read_only) {
   const ReplicaConfig& r = config.replica;
   if (!r.file_path.empty()) {
-    Result<std::unique_ptr<replica::FileClient>> client = replica::FileClient::Open(r.file_path);
+    Result<std::unique_ptr<replica::FileClient>> client = replica::FileClient::Open(
+        r.file_path,
+        read_only ? replica::FileClient::Access::kRead : replica::FileClient::Access::kWrite);
     if (!client.ok()) return client.status();
     return std::shared_ptr<replica::ReplicaClient>(std::move(*client));
   }
@@ -41,9 +43,10 @@ Result<std::shared_ptr<replica::ReplicaClient>> OpenStore(const Config& config) 
 
 }  // namespace
 
-Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& config) {
+Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& config,
+                                                                  bool read_only) {
   if (config.replica.url.empty()) return std::shared_ptr<replica::ReplicaClient>();
-  Result<std::shared_ptr<replica::ReplicaClient>> store = OpenStore(config);
+  Result<std::shared_ptr<replica::ReplicaClient>> store = OpenStore(config, read_only);
   if (!store.ok() || config.replica.encryption_key.empty()) return store;
   // Every object is sealed before it leaves the machine; the store never sees plaintext.
   Result<std::unique_ptr<replica::EncryptingClient>> sealed =

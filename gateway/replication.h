@@ -15,8 +15,10 @@
 
 namespace gateway {
 
-// The client for [replica] url; nullptr when no replica is configured.
-services::Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& config);
+// The client for [replica] url; nullptr when no replica is configured. `read_only` is for commands
+// that only read the replica: a missing file:// folder is then an empty replica, not created.
+services::Result<std::shared_ptr<replica::ReplicaClient>> OpenReplicaClient(const Config& config,
+                                                                            bool read_only = false);
 
 // The databases replicated, by their replica names ("main", "cache", "queue").
 std::vector<replica::ReplicatedDb> ReplicatedDbs(const Config& config);

@@ -111,14 +111,14 @@ Status CopyFileDurably(const std::string& from, const std::string& to) {
   return FsyncDir(std::filesystem::path(to).parent_path().string());
 }
 
-Result<std::unique_ptr<FileClient>> FileClient::Open(const std::string& root) {
+Result<std::unique_ptr<FileClient>> FileClient::Open(const std::string& root, Access access) {
   std::error_code ec;
-  std::filesystem::create_directories(root, ec);
+  if (access == Access::kWrite) std::filesystem::create_directories(root, ec);
   if (ec) {
     return Status::IoError("cannot create replica folder " + root + ": " + ec.message() +
                            "; create it or fix [replica] url");
   }
-  return std::unique_ptr<FileClient>(new FileClient(root));
+  return std::unique_ptr<FileClient>(new FileClient(root, access));
 }
 
 void FileClient::Count(int64_t sent, int64_t received) const {
@@ -326,7 +326,19 @@ Result<std::vector<ObjectInfo>> FileClient::List(const std::string& prefix) {
     if (!it->is_regular_file(ec)) continue;
     std::string key = it->path().string().substr(root_.size() + 1);
     if (key.rfind(prefix, 0) != 0) continue;
-    if (key.find(".tmp-") != std::string::npos || key.ends_with(".lock")) continue;
+    const bool temp = key.find(".tmp-") != std::string::npos;
+    if (temp && access_ == Access::kWrite) {
+      // An upload's temporary file lives for seconds; one an hour old was left by a process
+      // killed mid-upload (uploads of other gateways are younger), and nothing else removes it.
+      struct stat st;
+      constexpr time_t kAbandonedAfterSeconds = 3600;
+      if (stat(it->path().c_str(), &st) == 0 &&
+          st.st_mtim.tv_sec + kAbandonedAfterSeconds < time(nullptr)) {
+        unlink(it->path().c_str());
+      }
+      continue;
+    }
+    if (temp || key.ends_with(".lock")) continue;
     struct stat st;
     if (stat(it->path().c_str(), &st) != 0) continue;  // deleted meanwhile
     out.push_back({key, st.st_size,

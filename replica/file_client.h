@@ -16,8 +16,17 @@ namespace replica {
 
 class FileClient final : public ReplicaClient {
  public:
-  // `root` is an absolute folder; it is created when missing.
-  static services::Result<std::unique_ptr<FileClient>> Open(const std::string& root);
+  enum class Access {
+    // The gateway that replicates: the folder is created when missing, and temporary files that
+    // uploads interrupted by a crash left behind (older than an hour) are deleted when listed.
+    kWrite,
+    // Commands that only read (restore, generations, snapshots): a missing folder is an empty
+    // replica, and nothing is created or deleted.
+    kRead,
+  };
+  // `root` is an absolute folder.
+  static services::Result<std::unique_ptr<FileClient>> Open(const std::string& root,
+                                                            Access access = Access::kWrite);
 
   std::string Describe() const override { return "file://" + root_; }
   services::Status PutNew(const std::string& key, std::string_view data) override;
@@ -37,7 +46,7 @@ class FileClient final : public ReplicaClient {
   static services::Result<std::string> ReadLocal(const std::string& path);
 
  private:
-  explicit FileClient(std::string root) : root_(std::move(root)) {}
+  FileClient(std::string root, Access access) : root_(std::move(root)), access_(access) {}
   services::Result<std::string> PathOf(const std::string& key) const;
   // Writes `data` to a fresh temporary file beside `path`, fsynced; returns its name.
   services::Result<std::string> WriteTemp(const std::string& path, std::string_view data);
@@ -46,6 +55,7 @@ class FileClient final : public ReplicaClient {
   void Count(int64_t sent, int64_t received) const;
 
   std::string root_;
+  Access access_;
   mutable std::atomic<int64_t> requests_{0}, bytes_sent_{0}, bytes_received_{0};
 };
 

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -367,6 +369,32 @@ std::shared_ptr<ReplicaClient> Sealed(const std::shared_ptr<ReplicaClient>& inne
   auto c = EncryptingClient::Wrap(inner, key);
   EXPECT_TRUE(c.ok()) << c.status().ToString();
   return std::shared_ptr<ReplicaClient>(std::move(*c));
+}
+
+TEST(FileClientTest, ReadersCreateNothingAndTheWriterSweepsAbandonedTemporaryFiles) {
+  services::TempDir dir;
+  const std::string root = dir.File("replica");
+  auto reader = FileClient::Open(root, FileClient::Access::kRead);
+  ASSERT_TRUE(reader.ok());
+  EXPECT_TRUE((*reader)->List("main/")->empty());  // a missing folder is an empty replica
+  EXPECT_NE(access(root.c_str(), F_OK), 0) << "a read-only open created " << root;
+
+  auto writer = FileClient::Open(root);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->PutNew("main/a.seg", "x").ok());
+  const std::string fresh = root + "/main/b.seg.tmp-1";
+  const std::string old = root + "/main/c.seg.tmp-2";
+  std::ofstream(fresh) << "partial";
+  std::ofstream(old) << "partial";
+  const struct timespec two_hours_ago[2] = {{time(nullptr) - 7200, 0}, {time(nullptr) - 7200, 0}};
+  ASSERT_EQ(utimensat(AT_FDCWD, old.c_str(), two_hours_ago, 0), 0);
+  auto listed = (*reader)->List("main/");
+  ASSERT_EQ(listed->size(), 1u);  // temporary files are never objects
+  EXPECT_EQ(access(old.c_str(), F_OK), 0) << "a reader deleted a file";
+  listed = (*writer)->List("main/");
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_NE(access(old.c_str(), F_OK), 0) << "an abandoned temporary file was kept";
+  EXPECT_EQ(access(fresh.c_str(), F_OK), 0) << "an upload in progress lost its file";
 }
 
 TEST(EncryptingClientTest, SealsOpensAndRefusesWrongKeysAndTampering) {

@@ -54,9 +54,21 @@ class Replicator::DbShipper {
       : client_(client), db_(std::move(db)), wal_path_(db_.path + "-wal"), options_(options),
         clock_(clock) {
     status_.name = db_.name;
+    RemoveAbandonedStateFiles();
   }
 
   Status Init();
+  // Temporary files of state notes whose writer was killed before it renamed them into place.
+  // Only this gateway writes this database's note (the socket lock keeps out a second one).
+  void RemoveAbandonedStateFiles() {
+    const std::filesystem::path path(db_.path);
+    const std::string prefix = path.filename().string() + "-replica-state.tmp-";
+    std::error_code ec;
+    for (auto it = std::filesystem::directory_iterator(path.parent_path(), ec);
+         !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+      if (it->path().filename().string().starts_with(prefix)) std::filesystem::remove(it->path(), ec);
+    }
+  }
   // One round: ship what is new, checkpoint, and do the periodic work. Errors leave the state
   // where it was, so the next round retries.
   Status Sync();
