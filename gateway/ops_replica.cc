@@ -39,7 +39,7 @@ void Status(replica::Replicator* r, const services::Clock* clock, Reply reply) {
     p.pack_map(static_cast<uint32_t>(dbs.size()));
     for (const replica::DbReplicaStatus& d : dbs) {
       PackStr(p, d.name);
-      p.pack_map(10);
+      p.pack_map(11);
       PackStr(p, "generation");
       PackStr(p, d.generation);
       PackStr(p, "last_txid");
@@ -61,6 +61,8 @@ void Status(replica::Replicator* r, const services::Clock* clock, Reply reply) {
       p.pack_int64(d.segments_sent);
       PackStr(p, "snapshots_sent");
       p.pack_int64(d.snapshots_sent);
+      PackStr(p, "generations_started");
+      p.pack_int64(d.generations_started);
       PackStr(p, "last_error");
       if (d.last_error.empty()) {
         p.pack_nil();

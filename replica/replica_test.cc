@@ -112,6 +112,7 @@ class ReplicatorTest : public ::testing::Test {
     ReplicatorOptions options;
     options.sync_interval_ms = 50;
     options.compaction_fanout = fanout_;
+    options.snapshot_segment_min_bytes = snapshot_min_bytes_;
     auto r = Replicator::Start(client_, {{"main", db_path_}}, options,
                                services::SystemClock::Default());
     ASSERT_TRUE(r.ok()) << r.status().ToString();
@@ -181,6 +182,7 @@ class ReplicatorTest : public ::testing::Test {
   }
 
   size_t fanout_ = 4;
+  int64_t snapshot_min_bytes_ = 64 << 20;
   size_t total_txns_ = 0;
   uint64_t first_txid_ = 0;
   services::TempDir dir_;
@@ -203,6 +205,26 @@ TEST_F(ReplicatorTest, RestoresTheLatestStateAndCompacts) {
   // Compaction merged level-0 segments (fanout 4): fewer objects than syncs.
   EXPECT_LT(gens->at(0).segments, 10);
   EXPECT_EQ(replicator_->Statuses().at(0).pending_frames, 0u);
+}
+
+TEST_F(ReplicatorTest, SegmentsOutgrowingTheDatabaseTriggerASnapshot) {
+  replicator_.reset();
+  snapshot_min_bytes_ = 1;  // only the ratio (4x the file) counts
+  Start();
+  Insert(20);
+  Sync();
+  const int64_t first = replicator_->Statuses().at(0).snapshots_sent;
+  // The same few rows rewritten many times: segments grow, the database does not.
+  for (int round = 0; round < 40; ++round) {
+    ASSERT_TRUE(writer_->Exec("UPDATE t SET v = hex(randomblob(200))").ok());
+    Sync();
+  }
+  EXPECT_GT(replicator_->Statuses().at(0).snapshots_sent, first);
+  auto snaps = ListSnapshots(client_.get(), "main");
+  ASSERT_TRUE(snaps.ok());
+  EXPECT_GE(snaps->size(), 2u);
+  RestoreTo(dir_.File("restored.db"));
+  EXPECT_EQ(Count(dir_.File("restored.db")), 20);
 }
 
 TEST_F(ReplicatorTest, PointInTimeByTransaction) {

@@ -131,6 +131,8 @@ class Replicator::DbShipper {
   bool own_complete_ = false;
   FileStamp db_stamp_;
   int64_t last_snapshot_ms_ = 0;
+  // Segment bytes uploaded since the last snapshot (since start after a restart).
+  int64_t segment_bytes_since_snapshot_ = 0;
   int64_t last_retention_ms_ = 0;
   std::vector<std::vector<Pending>> pending_ = std::vector<std::vector<Pending>>(kMaxLevel + 1);
   // Frames read by RestartWal whose upload failed: they exist nowhere else once the WAL restarts.
@@ -321,6 +323,13 @@ Status Replicator::DbShipper::Sync() {
   const int64_t now = NowMs();
   if (now - last_snapshot_ms_ >= options_.snapshot_interval_ms) {
     GW_RETURN_IF_ERROR(Snapshot(false, "snapshot_interval"));
+  } else if (options_.snapshot_segment_ratio > 0 &&
+             segment_bytes_since_snapshot_ >=
+                 std::max<int64_t>(options_.snapshot_segment_min_bytes,
+                                   options_.snapshot_segment_ratio * FileSize(db_.path))) {
+    // A restore replays every segment after the snapshot it starts from: a busy database gets
+    // a fresh snapshot sooner, so restore time stays bounded by a few times its size.
+    GW_RETURN_IF_ERROR(Snapshot(false, "segments since the last snapshot outgrew the database"));
   }
   if (now - last_retention_ms_ >= kRetentionCheckMs) {
     last_retention_ms_ = now;
@@ -356,9 +365,11 @@ Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
   h.wal_end = read.end;
   h.db_pages = read.transactions.back().db_pages;
   const std::string key = SegmentKey(db_.name, generation_, 0, h.first_txid, h.last_txid, now);
-  Status st = client_->PutNew(key, EncodeSegment(h, txns));
+  const std::string object = EncodeSegment(h, txns);
+  Status st = client_->PutNew(key, object);
   // AlreadyExists: an earlier try of this same upload got through before its answer was lost.
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
+  segment_bytes_since_snapshot_ += static_cast<int64_t>(object.size());
   pending_[0].push_back({key, h.first_txid, h.last_txid});
   txid_ = txid;
   last_time_ms_ = now;
@@ -564,6 +575,7 @@ Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& w
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("snapshot " + key);
 
   last_snapshot_ms_ = now;
+  segment_bytes_since_snapshot_ = 0;
   ++status_.snapshots_sent;
   if (new_generation) {
     generation_ = generation;

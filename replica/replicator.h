@@ -37,6 +37,11 @@ struct ReplicatedDb {
 struct ReplicatorOptions {
   int64_t sync_interval_ms = 1000;
   int64_t snapshot_interval_ms = 6 * 3'600'000;
+  // Also snapshot once the segments uploaded since the last snapshot pass this many times the
+  // database file's size (and at least snapshot_segment_min_bytes), so a restore reads at most a
+  // few times the database whatever the write rate. 0 turns this off.
+  int64_t snapshot_segment_ratio = 4;
+  int64_t snapshot_segment_min_bytes = 64 << 20;
   int64_t retention_ms = 72 * 3'600'000;
   size_t compaction_fanout = 32;  // segments merged into one of the next level
   services::SqliteTuning tuning;

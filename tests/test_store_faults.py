@@ -353,7 +353,7 @@ def expected_main_txid(base: dict[str, Any], commits: int, now: dict[str, Any]) 
     """main's last txid once all ``commits`` are in the replica: one txid per transaction, plus
     one per new generation (whose snapshot takes a number of its own)."""
     b, n = base["databases"]["main"], now["databases"]["main"]
-    return b["last_txid"] + commits + (n["snapshots_sent"] - b["snapshots_sent"])
+    return b["last_txid"] + commits + (n["generations_started"] - b["generations_started"])
 
 
 def restore_db(config: Path, db: str, output: Path) -> int:
