@@ -58,6 +58,14 @@ class TableReader {
     return Error(Get(key), key, "is \"" + value + "\"; use one of " + list);
   }
 
+  Status Bool(std::string_view key, std::optional<bool>* out) {
+    const toml::node* n = Get(key);
+    if (n == nullptr) return Status::Ok();
+    if (!n->is_boolean()) return Error(n, key, "must be true or false (without quotes)");
+    *out = n->as_boolean()->get();
+    return Status::Ok();
+  }
+
   Status Int(std::string_view key, int64_t* out, int64_t min, int64_t max) {
     const toml::node* n = Get(key);
     if (n == nullptr) return Status::Ok();
@@ -280,6 +288,9 @@ Status ReadReplica(TableReader& r, const std::string& dir, ReplicaConfig* p) {
   GW_RETURN_IF_ERROR(r.Str("region", &p->region));
   GW_RETURN_IF_ERROR(r.Str("access_key_id", &p->access_key_id));
   GW_RETURN_IF_ERROR(r.Str("secret_access_key", &p->secret_access_key));
+  GW_RETURN_IF_ERROR(r.Str("session_token", &p->session_token));
+  GW_RETURN_IF_ERROR(r.Bool("force_path_style", &p->force_path_style));
+  GW_RETURN_IF_ERROR(r.Int("max_attempts", &p->max_attempts, 1, 20));
   GW_RETURN_IF_ERROR(r.Str("encryption_key", &p->encryption_key));
   GW_RETURN_IF_ERROR(r.Duration("sync_interval", &p->sync_interval_ms));
   GW_RETURN_IF_ERROR(r.Duration("snapshot_interval", &p->snapshot_interval_ms));
@@ -526,6 +537,11 @@ std::string FormatConfig(const Config& c) {
     << "region = " << Quote(c.replica.region) << "\n"
     << "access_key_id = " << Quote(secret(c.replica.access_key_id)) << "\n"
     << "secret_access_key = " << Quote(secret(c.replica.secret_access_key)) << "\n"
+    << "session_token = " << Quote(secret(c.replica.session_token)) << "\n"
+    << (c.replica.force_path_style
+            ? std::string("force_path_style = ") + (*c.replica.force_path_style ? "true" : "false") + "\n"
+            : std::string("# force_path_style unset: path-style with an endpoint, virtual-host on AWS\n"))
+    << "max_attempts = " << c.replica.max_attempts << "\n"
     << "encryption_key = " << Quote(secret(c.replica.encryption_key)) << "\n"
     << "sync_interval = " << Quote(FormatDurationMs(c.replica.sync_interval_ms)) << "\n"
     << "snapshot_interval = " << Quote(FormatDurationMs(c.replica.snapshot_interval_ms)) << "\n"

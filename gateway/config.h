@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,9 @@ struct ReplicaConfig {
   std::string region = "us-east-1";
   std::string access_key_id;
   std::string secret_access_key;  // secret: never logged or printed
+  std::string session_token;      // secret: temporary credentials (AWS STS); "" = none
+  std::optional<bool> force_path_style;  // unset: path-style with an endpoint, else virtual-host
+  int64_t max_attempts = 5;              // tries per store request, the first included
   std::string encryption_key;     // secret: AES-256-GCM key for replica objects; "" = plain
   int64_t sync_interval_ms = 1000;
   int64_t snapshot_interval_ms = 6 * 3'600'000;  // a full snapshot at least this often

@@ -77,13 +77,17 @@ endpoint = "http://127.0.0.1:9000"
 region = "eu-west-1"
 access_key_id = "${KEY_ID}"
 secret_access_key = "${SECRET}"
+session_token = "${TOKEN}"
+force_path_style = false
+max_attempts = 3
 sync_interval = "500ms"
 [restore]
 on_boot = "never"
 [exec]
 command = ["gunicorn", "${APP}.wsgi"]
 )",
-                 {{"KEY_ID", "AKIDEXAMPLE"}, {"SECRET", "wJalrXUtnFEMI"}, {"APP", "mysite"}});
+                 {{"KEY_ID", "AKIDEXAMPLE"}, {"SECRET", "wJalrXUtnFEMI"}, {"APP", "mysite"},
+                  {"TOKEN", "FwoGZXIvYXdzEXAMPLETOKEN"}});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->server.socket, "/run/gw.sock");
   EXPECT_EQ(c->server.socket_mode, 0600u);
@@ -107,12 +111,16 @@ command = ["gunicorn", "${APP}.wsgi"]
   EXPECT_EQ(c->replica.access_key_id, "AKIDEXAMPLE");
   EXPECT_EQ(c->replica.secret_access_key, "wJalrXUtnFEMI");
   EXPECT_EQ(c->replica.sync_interval_ms, 500);
+  EXPECT_EQ(c->replica.session_token, "FwoGZXIvYXdzEXAMPLETOKEN");
+  EXPECT_EQ(c->replica.force_path_style, std::optional<bool>(false));
+  EXPECT_EQ(c->replica.max_attempts, 3);
   EXPECT_EQ(c->restore.on_boot, "never");
   EXPECT_EQ(c->exec.command, (std::vector<std::string>{"gunicorn", "mysite.wsgi"}));
 
   const std::string printed = FormatConfig(*c);
   EXPECT_EQ(printed.find("wJalrXUtnFEMI"), std::string::npos) << printed;
   EXPECT_EQ(printed.find("AKIDEXAMPLE"), std::string::npos) << printed;
+  EXPECT_EQ(printed.find("EXAMPLETOKEN"), std::string::npos) << printed;
   EXPECT_NE(printed.find("secret_access_key = \"********\""), std::string::npos) << printed;
   // The printed form is itself a valid config with the same meaning (secrets aside).
   auto again = ParseConfig(printed, "/srv/site/app.toml", FakeEnv({}));
@@ -122,6 +130,8 @@ command = ["gunicorn", "${APP}.wsgi"]
   EXPECT_EQ(again->cache.max_value_size, c->cache.max_value_size);
   EXPECT_EQ(again->server.socket_mode, c->server.socket_mode);
   EXPECT_EQ(again->server.shutdown_timeout_ms, c->server.shutdown_timeout_ms);
+  EXPECT_EQ(again->replica.force_path_style, c->replica.force_path_style);
+  EXPECT_EQ(again->replica.max_attempts, c->replica.max_attempts);
 }
 
 TEST(ConfigTest, FileReplicaUrlResolvesRelativeFolders) {

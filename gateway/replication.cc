@@ -33,6 +33,9 @@ Result<std::shared_ptr<replica::ReplicaClient>> OpenStore(const Config& config, 
   options.region = r.region;
   options.access_key_id = r.access_key_id;
   options.secret_access_key = r.secret_access_key;
+  options.session_token = r.session_token;
+  options.force_path_style = r.force_path_style;
+  options.max_attempts = static_cast<int>(r.max_attempts);
   options.log = [](std::string_view line) {
     Log(LogLevel::kWarn, "replica_store", {{"detail", std::string(line)}});
   };
