@@ -22,7 +22,10 @@ Status SqliteStatus(int rc, sqlite3* db, std::string_view what) {
                         (rc & 0xff) == SQLITE_CANTOPEN || (rc & 0xff) == SQLITE_READONLY)) {
     msg += ": ";
     msg += std::strerror(os_errno);
-    if (os_errno == EROFS) msg += " (the filesystem is read-only; remount it read-write)";
+    if (os_errno == EROFS) {
+      msg += " (the filesystem is read-only: remount it read-write; if the kernel made it "
+             "read-only after a disk error, see dmesg, and unmount and fsck it first)";
+    }
     if (os_errno == ENOSPC) msg += " (the disk is full; free space)";
   }
   switch (rc & 0xff) {
@@ -148,6 +151,15 @@ Result<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path, Mode m
     return st;
   }
   sqlite3_extended_result_codes(db, 1);
+  if (mode != Mode::kReadOnly && sqlite3_db_readonly(db, "main") == 1) {
+    // SQLite quietly falls back to read-only when it cannot open the file for writing; every
+    // write would then fail until a restart, so say so now.
+    sqlite3_close_v2(db);
+    return Status::IoError(
+        path + " can only be opened read-only: its filesystem is mounted read-only, or the file "
+        "or its folder is not writable by this user. The gateway writes this database: remount "
+        "the folder read-write or fix its permissions, then start again");
+  }
   return std::unique_ptr<SqliteDb>(new SqliteDb(db, path));
 }
 
