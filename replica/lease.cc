@@ -52,13 +52,15 @@ Result<std::unique_ptr<ReplicaLease>> ReplicaLease::Acquire(std::shared_ptr<Repl
       // Take over only what its holder gave back or let lapse; the store's etag guards the race.
       const bool ours = !lease->options_.identity.empty() &&
                         state->identity == lease->options_.identity;
-      if (ours && !state->released && state->expires_ms > now && lease->options_.log) {
-        lease->options_.log("lease_reclaimed",
-                            "previous holder " + state->owner + " ran here on the same socket and is gone");
-      }
-      if (state->released || state->expires_ms <= now || ours) {
+      const bool live = !state->released && state->expires_ms > now;
+      if (!live || ours) {
         etag = head->etag;
-        if (lease->options_.log && !state->released && !state->owner.empty()) {
+        // One line saying why it is taken: a live lease of our own is reclaimed, a lapsed one
+        // taken over; one given back needs no line.
+        if (lease->options_.log && live) {
+          lease->options_.log("lease_reclaimed", "previous holder " + state->owner +
+                                                     " ran here on the same socket and is gone");
+        } else if (lease->options_.log && !state->released && !state->owner.empty()) {
           lease->options_.log("lease_expired_takeover", "previous holder " + state->owner);
         }
       } else {
