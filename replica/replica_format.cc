@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <random>
@@ -58,14 +59,60 @@ std::string Compress(std::string_view body) {
   return out;
 }
 
+// The most a segment body may hold: far above what a sync or a merge writes (64 MiB of pages and
+// 32 MiB merges), far below what would exhaust memory.
+constexpr uint64_t kMaxSegmentBody = uint64_t{1} << 30;
+
+// Decompresses one zstd frame whose content the header says is `expected` bytes. The output grows
+// with what the frame really produces, so a header claiming gigabytes over a few bytes of input
+// costs nothing before it is caught.
 Result<std::string> Decompress(std::string_view compressed, uint64_t expected) {
-  if (expected > (uint64_t{1} << 34)) return Status::Corruption("segment body size is implausible");
-  std::string out(expected, '\0');
-  size_t n = ZSTD_decompress(out.data(), out.size(), compressed.data(), compressed.size());
-  if (ZSTD_isError(n)) {
-    return Status::Corruption(std::string("cannot decompress: ") + ZSTD_getErrorName(n));
+  if (expected > kMaxSegmentBody) {
+    return Status::Corruption("segment body size " + std::to_string(expected) +
+                              " is implausible (more than 1 GiB)");
   }
-  if (n != expected) return Status::Corruption("decompressed size differs from the header's");
+  const unsigned long long framed = ZSTD_getFrameContentSize(compressed.data(), compressed.size());
+  if (framed == ZSTD_CONTENTSIZE_ERROR) return Status::Corruption("segment body is not a zstd frame");
+  if (framed != ZSTD_CONTENTSIZE_UNKNOWN && framed != expected) {
+    return Status::Corruption("decompressed size differs from the header's");
+  }
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
+  if (!dctx) return Status::Internal("cannot allocate a zstd decoder");
+  std::string out;
+  out.resize(static_cast<size_t>(std::min<uint64_t>(expected, 1 << 20)));
+  ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};
+  size_t produced = 0;
+  for (;;) {
+    if (produced == out.size()) {
+      if (out.size() >= expected) {
+        // Full: the frame must end here. One more byte of room tells "done" from "longer".
+        char probe;
+        ZSTD_outBuffer extra{&probe, 1, 0};
+        const size_t left = ZSTD_decompressStream(dctx.get(), &extra, &in);
+        if (ZSTD_isError(left)) {
+          return Status::Corruption(std::string("cannot decompress: ") + ZSTD_getErrorName(left));
+        }
+        if (extra.pos != 0) return Status::Corruption("segment body is longer than its header says");
+        if (left != 0) return Status::Corruption("segment body is truncated");
+        break;
+      }
+      out.resize(static_cast<size_t>(std::min<uint64_t>(expected, out.size() * 2)));
+    }
+    ZSTD_outBuffer o{out.data(), out.size(), produced};
+    const size_t left = ZSTD_decompressStream(dctx.get(), &o, &in);
+    if (ZSTD_isError(left)) {
+      return Status::Corruption(std::string("cannot decompress: ") + ZSTD_getErrorName(left));
+    }
+    const bool progressed = o.pos != produced;
+    produced = o.pos;
+    if (left == 0) break;  // the frame ended
+    if (!progressed && in.pos == in.size && produced < out.size()) {
+      return Status::Corruption("segment body is truncated");
+    }
+  }
+  if (produced != expected) return Status::Corruption("decompressed size differs from the header's");
+  if (in.pos != in.size) return Status::Corruption("segment body has bytes after its zstd frame");
+  out.resize(produced);
   return out;
 }
 

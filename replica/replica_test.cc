@@ -79,6 +79,31 @@ TEST(ReplicaFormatTest, SegmentsRoundTripAndDetectDamage) {
   EXPECT_FALSE(DecodeSegment(object.substr(0, 100), &back).ok());
 }
 
+TEST(ReplicaFormatTest, ABodySizeTheDataCannotHoldIsRejectedBeforeAllocating) {
+  ObjectHeader h;
+  h.page_size = 4096;
+  h.first_txid = 1;
+  h.last_txid = 1;
+  const std::string object = EncodeSegment(h, {{1, 1000, 1, {{1, std::string(4096, 'a')}}}});
+  ObjectHeader back;
+  ASSERT_TRUE(DecodeSegment(object, &back).ok());
+  auto with_size = [&](uint64_t size) {
+    std::string o = object;
+    for (int i = 0; i < 8; ++i) o[48 + i] = static_cast<char>(size >> (56 - 8 * i));
+    return o;
+  };
+  // The fuzzer's find: 16 GiB claimed over a few hundred bytes used to be allocated up front.
+  for (uint64_t size : {uint64_t{16} << 30, uint64_t{900} << 20, uint64_t{4096 + 24 + 4 + 1},
+                        uint64_t{100}}) {
+    auto r = DecodeSegment(with_size(size), &back);
+    ASSERT_FALSE(r.ok()) << size;
+    EXPECT_EQ(r.status().code(), services::Status::Code::kCorruption) << size;
+  }
+  // Bytes after the frame, and a frame cut short.
+  EXPECT_FALSE(DecodeSegment(object + "x", &back).ok());
+  EXPECT_FALSE(DecodeSegment(object.substr(0, object.size() - 3), &back).ok());
+}
+
 TEST(WalReaderTest, ReadsOnlyCommittedTransactions) {
   services::TempDir dir;
   const std::string path = dir.File("w.db");
