@@ -42,10 +42,12 @@ Reply::~Reply() {
 void Reply::Error(ErrorCode code, std::string_view message) {
   if (done_) return;
   done_ = true;
-  if (code == ErrorCode::kStorageError || code == ErrorCode::kInternal) {
-    LogServerSideError(code, op_, message);
-  }
   if (std::shared_ptr<ReplySink> sink = sink_.lock()) {
+    // (A request whose client has gone is not the operator's concern: a waiting queue.dequeue
+    // of a killed worker is dropped this way.)
+    if (code == ErrorCode::kStorageError || code == ErrorCode::kInternal) {
+      LogServerSideError(code, op_, message);
+    }
     AppendError(sink->ReplyBuffer(), id_, code, message);
     sink->ReplyAppended(op_, static_cast<uint32_t>(code));
   }
