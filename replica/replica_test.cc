@@ -160,6 +160,19 @@ class ReplicatorTest : public ::testing::Test {
     return r.ok() ? *r : RestoreResult();
   }
 
+  // Replicates `rounds` syncs of `rows` rows each without merging, one segment per sync (the
+  // snapshot before the first row), then stops the replicator.
+  void ShipUnmerged(int rounds, int rows) {
+    replicator_.reset();
+    fanout_ = 1000;
+    Start();
+    Sync();  // the snapshot holds no rows yet, whenever the first timed sync comes
+    for (int round = 0; round < rounds; ++round) {
+      Insert(rows);
+      Sync();
+    }
+    replicator_.reset();
+  }
   // Rewrites the replica's segments as the given ranges of its transactions, at the given levels:
   // {level, first index, last index} into every transaction after the snapshot, in order.
   struct Piece {
@@ -329,15 +342,7 @@ TEST_F(ReplicatorTest, ACorruptObjectFailsTheRestoreAndLeavesNoFile) {
 TEST_F(ReplicatorTest, OverlappingSegmentsRestoreEveryTransaction) {
   // What a merge interrupted before it deleted its inputs, or a gateway that sent transactions
   // again after a restart, leaves behind: segments starting inside other segments.
-  replicator_.reset();
-  fanout_ = 1000;  // no merges: every sync leaves its own segment
-  Start();
-  Sync();  // the snapshot holds no rows yet, whenever the first timed sync comes
-  for (int round = 0; round < 12; ++round) {
-    Insert(5);
-    Sync();
-  }
-  replicator_.reset();
+  ShipUnmerged(12, 5);
   RewriteSegments({{2, 0, 29}, {1, 20, 49}, {0, 25, 26}, {0, 45, 59}});
   ASSERT_EQ(total_txns_, 60u);
   RestoreTo(dir_.File("all.db"));
@@ -349,15 +354,7 @@ TEST_F(ReplicatorTest, OverlappingSegmentsRestoreEveryTransaction) {
 }
 
 TEST_F(ReplicatorTest, MergeLeftoversAreNotMergedAgainIntoOverlappingObjects) {
-  replicator_.reset();
-  fanout_ = 1000;
-  Start();
-  Sync();
-  for (int round = 0; round < 6; ++round) {
-    Insert(5);
-    Sync();
-  }
-  replicator_.reset();
+  ShipUnmerged(6, 5);
   // A level-2 object and two level-0 inputs of it that an interrupted merge did not delete.
   RewriteSegments({{2, 0, 29}, {0, 20, 24}, {0, 25, 29}});
   fanout_ = 2;
@@ -380,15 +377,7 @@ TEST_F(ReplicatorTest, MergeLeftoversAreNotMergedAgainIntoOverlappingObjects) {
 }
 
 TEST_F(ReplicatorTest, AHoleInTheReplicaFailsTheRestoreInsteadOfReturningAnOldState) {
-  replicator_.reset();
-  fanout_ = 1000;
-  Start();
-  Sync();
-  for (int round = 0; round < 6; ++round) {
-    Insert(5);
-    Sync();
-  }
-  replicator_.reset();
+  ShipUnmerged(6, 5);
   RewriteSegments({{0, 0, 9}, {0, 15, 29}});  // transactions 10 to 14 are lost
   auto r = Restore(client_.get(), "main", {}, dir_.File("out.db"), [](const std::string&) {});
   ASSERT_FALSE(r.ok());
