@@ -2,10 +2,15 @@
 
 #include <limits.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <string_view>
 
 #include "gateway/log.h"
 
@@ -42,6 +47,68 @@ ExecSupervisor::ExecSupervisor(uv_loop_t* loop, const Config& config,
 }
 
 ExecSupervisor::~ExecSupervisor() = default;
+
+namespace {
+
+std::string SelfExe() {
+  char self[PATH_MAX];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return "";
+  self[n] = '\0';
+  return self;
+}
+
+// The file `command` runs: itself when it names a path (relative to `cwd`), else the first
+// executable of that name in the PATH of `env`. Empty when there is none.
+std::string Resolve(const std::string& command, const std::string& cwd,
+                    const std::vector<std::string>& env) {
+  if (command.empty()) return "";
+  if (command.find('/') != std::string::npos) {
+    const std::string path = command.front() == '/' || cwd.empty() ? command : cwd + "/" + command;
+    return access(path.c_str(), X_OK) == 0 ? command : "";
+  }
+  std::string path_list = "/usr/local/bin:/usr/bin:/bin";
+  for (const std::string& e : env) {
+    if (e.rfind("PATH=", 0) == 0) path_list = e.substr(5);
+  }
+  size_t start = 0;
+  while (start <= path_list.size()) {
+    size_t end = path_list.find(':', start);
+    if (end == std::string::npos) end = path_list.size();
+    std::string dir = path_list.substr(start, end - start);
+    if (dir.empty()) dir = cwd.empty() ? "." : cwd;
+    const std::string candidate = dir + "/" + command;
+    struct stat st;
+    if (stat(candidate.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+    start = end + 1;
+  }
+  return "";
+}
+
+}  // namespace
+
+int ExecChildMain(int argc, char** argv) {
+  // argv: gateway __exec-child <gateway pid> <program> -- <argv...>
+  if (argc < 6 || std::string_view(argv[4]) != "--") {
+    std::fprintf(stderr, "gateway: %s is for the gateway's own use ([exec] children)\n",
+                 kExecChildCommand);
+    return 2;
+  }
+  const pid_t gateway = static_cast<pid_t>(std::strtol(argv[2], nullptr, 10));
+  // The setting survives exec, so the app server itself gets the signal. It fires when the
+  // thread that forked exits: libuv forks from the loop thread, which lives as long as the
+  // gateway does.
+  if (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() != gateway) {
+    return 1;  // the gateway died before the request took hold: do not start at all
+  }
+  execv(argv[3], argv + 5);
+  std::fprintf(stderr, "gateway: cannot run [exec] command %s: %s\n", argv[3],
+               std::strerror(errno));
+  return 127;
+}
 
 std::vector<std::string> ExecSupervisor::Environment() const {
   std::vector<std::string> env;
@@ -95,7 +162,24 @@ services::Status ExecSupervisor::Start() {
 
 void ExecSupervisor::Spawn(Child* c) {
   std::vector<std::string> env = Environment();
-  std::vector<char*> argv, envp;
+  const std::string program = Resolve(c->argv[0], config_.exec.cwd, env);
+  std::string self = SelfExe();
+  if (program.empty() || self.empty()) {
+    Log(LogLevel::kError, "exec_failed",
+        {{"process", c->name},
+         {"command", c->argv[0]},
+         {"error", program.empty() ? "not found, or not executable, in the PATH it runs with"
+                                   : "cannot find the gateway's own binary in /proc/self/exe"}});
+    c->exited = true;
+    return;
+  }
+  std::string child_command = kExecChildCommand;
+  std::string gateway_pid = std::to_string(getpid());
+  std::string resolved = program;
+  std::string separator = "--";
+  std::vector<char*> argv = {self.data(), child_command.data(), gateway_pid.data(),
+                             resolved.data(), separator.data()};
+  std::vector<char*> envp;
   for (std::string& a : c->argv) argv.push_back(a.data());
   argv.push_back(nullptr);
   for (std::string& e : env) envp.push_back(e.data());

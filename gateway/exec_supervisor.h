@@ -4,6 +4,9 @@
 // Children get GATEWAY_SOCKET, GATEWAY_DB_MAIN/CACHE/QUEUE and an LD_LIBRARY_PATH that starts with
 // the folder of the gateway's libsqlite3.so.0 (so Django loads the same, fixed SQLite), plus
 // [exec] env. The worker is restarted when it dies; when the app server exits the gateway stops.
+// Children start through the gateway binary itself (`gateway __exec-child`, see ExecChildMain),
+// which asks the kernel to send them SIGTERM when the gateway dies, so a gateway killed with
+// SIGKILL leaves no app server behind holding its port.
 // Threads: loop thread only. Handles are freed in their close callbacks.
 #pragma once
 
@@ -18,6 +21,13 @@
 #include "services/status.h"
 
 namespace gateway {
+
+// The argument that makes `gateway` run as the start of an [exec] child.
+inline constexpr char kExecChildCommand[] = "__exec-child";
+
+// `gateway __exec-child <gateway pid> <program> -- <argv...>`: arranges SIGTERM on the gateway's
+// death, then execs `program` with `argv`. Returns only on failure (the exit status).
+int ExecChildMain(int argc, char** argv);
 
 class ExecSupervisor {
  public:

@@ -330,6 +330,7 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
 }
 
 int Main(int argc, char** argv) {
+  if (argc > 1 && std::string_view(argv[1]) == kExecChildCommand) return ExecChildMain(argc, argv);
   CommandLine cl;
   std::string error;
   if (!ParseCommandLine(argc, argv, &cl, &error)) {

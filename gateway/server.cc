@@ -229,8 +229,9 @@ void Server::StopChildrenThenShutdown(int signum) {
   exec_stopping_ = true;
   Log(LogLevel::kInfo, "exec_stopping", {{"signal", signum}});
   exec_->Stop(config_.server.shutdown_timeout_ms, [this, signum] {
-    // The gateway exits with the app server's status, as if it were the app server.
-    exit_code_ = exec_->exit_code();
+    // The gateway exits with the app server's status, as if it were the app server (unless the
+    // children could not even start).
+    if (exit_code_ == 0) exit_code_ = exec_->exit_code();
     BeginShutdown(signum);
   });
 }

@@ -86,7 +86,9 @@ APP = textwrap.dedent(
     db.execute("PRAGMA wal_autocheckpoint=0")
     db.execute("CREATE TABLE IF NOT EXISTS t(x)")
     db.execute("INSERT INTO t VALUES ('last write')")
-    open(os.environ["READY_FILE"], "w").close()
+    with open(os.environ["READY_FILE"] + ".tmp", "w") as ready:
+        ready.write(str(os.getpid()))
+    os.rename(os.environ["READY_FILE"] + ".tmp", os.environ["READY_FILE"])
     code = int(os.environ.get("EXIT_CODE", "-1"))
     if code >= 0:
         sys.exit(code)
@@ -147,6 +149,41 @@ def test_exec_runs_the_app_and_sigterm_stops_everything_with_the_last_write_repl
     assert cache.execute(
         "SELECT value FROM cache_entries WHERE key = x'66726f6d2d617070'"
     ).fetchone() == ("hello",)
+
+
+def test_a_gateway_killed_with_sigkill_leaves_no_app_server_running(gateway_dir: Path) -> None:
+    """Otherwise the orphan keeps the site's port, and the restarted gateway's app cannot bind."""
+    gw = exec_gateway(gateway_dir).start()
+    ready = gateway_dir / "ready"
+    wait_until(ready.exists, 10, message="the app never started")
+    app = int(ready.read_text())
+    assert app != gw.proc.pid
+    gw.kill()
+
+    def gone() -> bool:
+        try:
+            os.kill(app, 0)
+        except ProcessLookupError:
+            return True
+        # A zombie (not yet reaped by init) counts as gone.
+        return Path(f"/proc/{app}/stat").read_text().split(") ")[1].startswith("Z")
+
+    wait_until(gone, 10, message=f"the app (pid {app}) outlived the gateway killed with SIGKILL")
+    # And a new gateway starts its own app again.
+    ready.unlink()
+    gw.start(extra_args=("--lease-wait", "10s"))
+    wait_until(ready.exists, 10, message="the app never started again")
+    assert gw.stop(signal.SIGTERM, timeout=10) == 0, gw.log_text()
+
+
+def test_an_exec_command_that_does_not_exist_stops_the_start_with_its_name(
+    gateway_dir: Path,
+) -> None:
+    gw = GatewayProcess(gateway_dir, {"exec": {"command": ["no-such-app-server", "--bind", "x"]}})
+    gw.start(wait=False)
+    assert gw.wait(timeout=15) != 0
+    log = gw.log_text()
+    assert "exec_failed" in log and "no-such-app-server" in log and "PATH" in log, log
 
 
 def test_the_gateway_exits_with_the_app_servers_status(gateway_dir: Path) -> None:
