@@ -268,7 +268,7 @@ Status ReadDatabases(TableReader& r, Config* c, const std::string& file, const E
       GW_RETURN_IF_ERROR(sub.Size("max_size", &e.db->max_size));
       GW_RETURN_IF_ERROR(sub.Int("max_entries", &e.db->max_entries, 0, int64_t{1} << 40));
       GW_RETURN_IF_ERROR(
-          sub.OneOf("eviction", &e.db->eviction, {"least-recently-stored", "lru"}));
+          sub.OneOf("eviction", &e.db->eviction, {"soonest-expiry", "least-recently-stored", "lru"}));
       GW_RETURN_IF_ERROR(sub.Size("max_value_size", &e.db->max_value_size));
       if (e.db->max_size != 0 && e.db->max_size < (1 << 20)) {
         return sub.Error(nullptr, "max_size", "must be 0 (no budget) or at least 1MiB");

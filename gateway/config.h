@@ -34,7 +34,7 @@ struct DatabaseConfig {
   int64_t max_size = 0;  // bytes; 0 = no budget (only the cache uses one)
   // Cache only:
   int64_t max_entries = 0;                   // 0 = no limit
-  std::string eviction = "least-recently-stored";  // or "lru"
+  std::string eviction = "soonest-expiry";  // or "least-recently-stored", "lru"
   int64_t max_value_size = 16ll << 20;
 };
 

@@ -242,7 +242,9 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
   cache_options.truncate_wal_bytes = truncate_wal;
   cache_options.eviction = config.cache.eviction == "lru"
                                ? services::cache::Eviction::kLeastRecentlyUsed
-                               : services::cache::Eviction::kLeastRecentlyStored;
+                           : config.cache.eviction == "least-recently-stored"
+                               ? services::cache::Eviction::kLeastRecentlyStored
+                               : services::cache::Eviction::kSoonestExpiry;
   services::Result<std::unique_ptr<services::cache::CacheWriter>> cache_writer =
       services::cache::CacheWriter::Start(config.cache.path, cache_tuning, cache_options, clock);
   if (!cache_writer.ok()) {

@@ -65,6 +65,30 @@ Result<std::unique_ptr<CacheWriter>> CacheWriter::Start(const std::string& path,
   return w;
 }
 
+namespace {
+
+const char* EvictionSql(Eviction eviction) {
+  switch (eviction) {
+    case Eviction::kLeastRecentlyUsed:
+      return "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries "
+             "ORDER BY accessed_at, id LIMIT ?1) RETURNING size";
+    case Eviction::kLeastRecentlyStored:
+      return "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries "
+             "ORDER BY id LIMIT ?1) RETURNING size";
+    case Eviction::kSoonestExpiry:
+      // The expiry index gives the first part in order; UNION ALL stops at the LIMIT, so the
+      // scan for entries that never expire only runs when too few others are left.
+      return "DELETE FROM cache_entries WHERE id IN ("
+             "SELECT id FROM (SELECT id FROM cache_entries WHERE expires_at IS NOT NULL "
+             "ORDER BY expires_at LIMIT ?1) "
+             "UNION ALL SELECT id FROM (SELECT id FROM cache_entries WHERE expires_at IS NULL "
+             "ORDER BY id LIMIT ?1) LIMIT ?1) RETURNING size";
+  }
+  return "";
+}
+
+}  // namespace
+
 Status CacheWriter::Prepare() {
   // Every index costs pages on every write: keep the lru order index only when lru uses it.
   GW_RETURN_IF_ERROR(db_->Exec(
@@ -76,11 +100,16 @@ Status CacheWriter::Prepare() {
     const char* sql;
   } const statements[] = {
       {&lookup_, "SELECT id, long_key, value, expires_at, size FROM cache_entries WHERE key = ?1"},
-      // REPLACE removes any row under the key and inserts a new one with the highest id, so id
-      // order is store order: what least-recently-stored eviction needs, with no extra index.
+      // Under least-recently-stored, REPLACE removes any row under the key and inserts a new one
+      // with the highest id, so id order is store order, with no extra index. The other policies
+      // do not need that order: a set of an existing key updates its row where it is (update_),
+      // which leaves the table leaf's neighbours and the key index alone.
       {&put_,
        "INSERT OR REPLACE INTO cache_entries(key, long_key, value, expires_at, accessed_at, size) "
        "VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
+      {&update_,
+       "UPDATE cache_entries SET long_key = ?2, value = ?3, expires_at = ?4, accessed_at = ?5, "
+       "size = ?6 WHERE id = ?1"},
       {&delete_id_, "DELETE FROM cache_entries WHERE id = ?1"},
       {&set_expiry_, "UPDATE cache_entries SET expires_at = ?2 WHERE id = ?1"},
       {&set_value_, "UPDATE cache_entries SET value = ?2 WHERE id = ?1"},
@@ -89,12 +118,7 @@ Status CacheWriter::Prepare() {
        "(key >= ?1 AND (?2 IS NULL OR key < ?2) AND long_key IS NULL) OR "
        "(key < x'01' AND long_key IS NOT NULL AND substr(long_key, 1, ?3) = ?1) RETURNING size"},
       {&clear_all_, "DELETE FROM cache_entries"},
-      {&evict_,
-       options_.eviction == Eviction::kLeastRecentlyUsed
-           ? "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries "
-             "ORDER BY accessed_at, id LIMIT ?1) RETURNING size"
-           : "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries "
-             "ORDER BY id LIMIT ?1) RETURNING size"},
+      {&evict_, EvictionSql(options_.eviction)},
       {&sweep_,
        "DELETE FROM cache_entries WHERE id IN (SELECT id FROM cache_entries "
        "WHERE expires_at <= ?1 ORDER BY expires_at LIMIT ?2) RETURNING size"},
@@ -314,13 +338,25 @@ Status CacheWriter::Put(const StoredKey& key, const CacheValue& value, const Exp
     bytes_ -= old->size;
   }
   const int64_t size = value.ChargedSize(key);
-  put_.Reset();
-  GW_RETURN_IF_ERROR(BindKey(&put_, 1, 2, key));
-  GW_RETURN_IF_ERROR(BindValue(&put_, 3, value));
-  GW_RETURN_IF_ERROR(BindExpiry(&put_, 4, expiry));
-  GW_RETURN_IF_ERROR(put_.BindInt(5, now));
-  GW_RETURN_IF_ERROR(put_.BindInt(6, size));
-  GW_RETURN_IF_ERROR(put_.Run());
+  if (old->exists && options_.eviction != Eviction::kLeastRecentlyStored) {
+    // The key (the same hash, for a long key) stays; the UNIQUE index is not touched.
+    update_.Reset();
+    GW_RETURN_IF_ERROR(update_.BindInt(1, old->id));
+    GW_RETURN_IF_ERROR(key.long_key ? update_.BindBlob(2, *key.long_key) : update_.BindNull(2));
+    GW_RETURN_IF_ERROR(BindValue(&update_, 3, value));
+    GW_RETURN_IF_ERROR(BindExpiry(&update_, 4, expiry));
+    GW_RETURN_IF_ERROR(update_.BindInt(5, now));
+    GW_RETURN_IF_ERROR(update_.BindInt(6, size));
+    GW_RETURN_IF_ERROR(update_.Run());
+  } else {
+    put_.Reset();
+    GW_RETURN_IF_ERROR(BindKey(&put_, 1, 2, key));
+    GW_RETURN_IF_ERROR(BindValue(&put_, 3, value));
+    GW_RETURN_IF_ERROR(BindExpiry(&put_, 4, expiry));
+    GW_RETURN_IF_ERROR(put_.BindInt(5, now));
+    GW_RETURN_IF_ERROR(put_.BindInt(6, size));
+    GW_RETURN_IF_ERROR(put_.Run());
+  }
   ++entries_;
   bytes_ += size;
   return Status::Ok();

@@ -257,6 +257,43 @@ TEST_F(CacheTest, MaxEntries) {
   EXPECT_FALSE(Get("k199"));
 }
 
+TEST_F(CacheTest, TheDefaultEvictsWhatExpiresSoonestThenWhatNeverExpiresOldestFirst) {
+  CacheWriter::Options options;
+  options.max_entries = 3;
+  Open(options);
+  Set("a", CacheValue::Int(1), 100);
+  Set("b", CacheValue::Int(2), 10);
+  Set("never", CacheValue::Int(3));
+  Set("a", CacheValue::Int(4), 100);  // updated where it is
+  Set("d", CacheValue::Int(5), 50);   // 4 entries: b expires soonest
+  EXPECT_FALSE(Get("b"));
+  Set("e", CacheValue::Int(6), 1000);  // d (50) before a (100) and e (1000)
+  EXPECT_FALSE(Get("d"));
+  EXPECT_TRUE(Get("a") && Get("e") && Get("never"));
+  Set("never2", CacheValue::Int(7));
+  Set("never3", CacheValue::Int(8));  // a and e go before anything that never expires
+  EXPECT_FALSE(Get("a"));
+  EXPECT_FALSE(Get("e"));
+  EXPECT_TRUE(Get("never") && Get("never2") && Get("never3"));
+  Set("never4", CacheValue::Int(9));  // only never-expiring entries left: the oldest goes
+  EXPECT_FALSE(Get("never"));
+  EXPECT_EQ(writer_->Counters().entries, 3);
+}
+
+TEST_F(CacheTest, LeastRecentlyStoredEvictsInStoreOrder) {
+  CacheWriter::Options options;
+  options.max_entries = 3;
+  options.eviction = Eviction::kLeastRecentlyStored;
+  Open(options);
+  Set("a", CacheValue::Int(1), 10);
+  Set("b", CacheValue::Int(2), 1000);
+  Set("c", CacheValue::Int(3));
+  Set("a", CacheValue::Int(4), 10);  // stored again: now the newest
+  Set("d", CacheValue::Int(5), 10);
+  EXPECT_FALSE(Get("b"));
+  EXPECT_TRUE(Get("a") && Get("c") && Get("d"));
+}
+
 TEST_F(CacheTest, GroupCommitAnswersEveryConcurrentWriter) {
   Open();
   std::atomic<int> done{0};
