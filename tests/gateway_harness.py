@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
-from wire import Closed, RawConnection
+from wire import SLOWDOWN, Closed, RawConnection
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 10.0
@@ -201,7 +201,7 @@ class GatewayProcess:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Poll until a fresh connection gets a successful ``hello`` reply from this process."""
-        deadline = self.started_at + timeout
+        deadline = self.started_at + timeout * SLOWDOWN
         last_error: BaseException | None = None
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
@@ -240,7 +240,7 @@ class GatewayProcess:
         """
         assert self.proc is not None
         try:
-            code = self.proc.wait(timeout)
+            code = self.proc.wait(timeout * SLOWDOWN)
         except subprocess.TimeoutExpired as e:
             raise GatewayError(
                 f"gateway {self.pid} still running {timeout} s later; log:\n{self.log_text()}"
@@ -295,6 +295,6 @@ def run_gateway_command(
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},
-        timeout=timeout,
+        timeout=timeout * SLOWDOWN,
         check=False,
     )

@@ -7,12 +7,18 @@ truncated frames, wrong shapes) and see every reply exactly as it came, so they 
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import time
 from typing import Any
 
 import msgpack
+
+#: How much slower than a normal build the gateway under test runs: scripts/sanitize sets it for
+#: sanitized builds (ThreadSanitizer makes the gateway about 25 times slower). Every wait and
+#: deadline of the harness is stretched by it; what a test asserts about results is not.
+SLOWDOWN = float(os.environ.get("GATEWAY_TEST_SLOWDOWN", "1"))
 
 HEADER = struct.Struct(">I")
 
@@ -86,7 +92,7 @@ class RawConnection:
 
     def recv_payload(self, timeout: float = 5.0) -> bytes:
         """Read one frame's payload. :raises Closed: on EOF. :raises TimeoutError: on timeout."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOWDOWN
         self._fill(4, deadline)
         (length,) = HEADER.unpack_from(self._buffer)
         self._fill(4 + length, deadline)
@@ -138,7 +144,7 @@ def ping_ok(path: str, timeout: float = 5.0) -> bool:
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.01, message: str = "") -> Any:
     """Poll ``predicate`` until it returns a truthy value; return it, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout * SLOWDOWN
     while True:
         value = predicate()
         if value:
