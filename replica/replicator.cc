@@ -73,6 +73,8 @@ class Replicator::DbShipper {
   // where it was, so the next round retries.
   Status Sync();
   const DbReplicaStatus& status() const { return status_; }
+  // True after a round that left committed frames unshipped (writers outpace the shipping).
+  bool behind() const { return behind_; }
 
  private:
   struct Pending {
@@ -84,7 +86,8 @@ class Replicator::DbShipper {
   int64_t NowMs() const { return clock_->NowUnixMicros() / 1000; }
   Status Pin();
   Status Resume();
-  Status ShipWal();
+  // Ships committed frames, at most kMaxSegmentsPerSync segments; true when none are left.
+  Result<bool> ShipWal();
   Status ShipSegment(const WalRead& read);
   void Checkpoint();
   // When the WAL has grown past kRestartWalBytes: under the write lock, read its tail, checkpoint
@@ -133,6 +136,7 @@ class Replicator::DbShipper {
   int64_t last_snapshot_ms_ = 0;
   // Segment bytes uploaded since the last snapshot (since start after a restart).
   int64_t segment_bytes_since_snapshot_ = 0;
+  bool behind_ = false;
   int64_t last_retention_ms_ = 0;
   std::vector<std::vector<Pending>> pending_ = std::vector<std::vector<Pending>>(kMaxLevel + 1);
   // Frames read by RestartWal whose upload failed: they exist nowhere else once the WAL restarts.
@@ -261,6 +265,7 @@ ObjectHeader Replicator::DbShipper::BaseHeader() const {
 }
 
 Status Replicator::DbShipper::Sync() {
+  behind_ = false;  // until ShipWal says otherwise
   if (unshipped_) {
     // Shipped before anything else: the WAL no longer holds these frames.
     const bool complete = own_complete_;
@@ -307,13 +312,18 @@ Status Replicator::DbShipper::Sync() {
   Result<uint64_t> pending = CountCommittedFrames(wal_path_, wal_, pos_);
   if (pending.ok()) status_.pending_frames = *pending;
   status_.wal_bytes = FileSize(wal_path_);
-  GW_RETURN_IF_ERROR(ShipWal());
+  Result<bool> caught_up = ShipWal();
+  if (!caught_up.ok()) return caught_up.status();
+  behind_ = !*caught_up;
   status_.pending_frames = 0;
   Result<uint64_t> left = CountCommittedFrames(wal_path_, wal_, pos_);
   if (left.ok()) status_.pending_frames = *left;
   // Restart when this WAL's frames (not the file, which keeps its size) pass the threshold.
   // (Not again after a complete restart checkpoint: the WAL starts over at the next write.)
-  if (static_cast<int64_t>(pos_.frames) * (page_size_ + kWalFrameHeaderBytes) >= kRestartWalBytes &&
+  // Both the restart and a snapshot read the unshipped rest of the WAL into memory under the
+  // write lock: only once shipping has caught up, so that rest is small and writers wait briefly.
+  if (*caught_up &&
+      static_cast<int64_t>(pos_.frames) * (page_size_ + kWalFrameHeaderBytes) >= kRestartWalBytes &&
       !own_complete_) {
     GW_RETURN_IF_ERROR(RestartWal());
   } else {
@@ -321,9 +331,10 @@ Status Replicator::DbShipper::Sync() {
     GW_RETURN_IF_ERROR(Pin());
   }
   const int64_t now = NowMs();
-  if (now - last_snapshot_ms_ >= options_.snapshot_interval_ms) {
+  // (Behind the writers, snapshots wait: see above.)
+  if (*caught_up && now - last_snapshot_ms_ >= options_.snapshot_interval_ms) {
     GW_RETURN_IF_ERROR(Snapshot(false, "snapshot_interval"));
-  } else if (options_.snapshot_segment_ratio > 0 &&
+  } else if (*caught_up && options_.snapshot_segment_ratio > 0 &&
              segment_bytes_since_snapshot_ >=
                  std::max<int64_t>(options_.snapshot_segment_min_bytes,
                                    options_.snapshot_segment_ratio * FileSize(db_.path))) {
@@ -339,14 +350,14 @@ Status Replicator::DbShipper::Sync() {
   return Status::Ok();
 }
 
-Status Replicator::DbShipper::ShipWal() {
+Result<bool> Replicator::DbShipper::ShipWal() {
   for (int i = 0; i < kMaxSegmentsPerSync; ++i) {
     Result<WalRead> read = ReadCommitted(wal_path_, wal_, pos_, kMaxSegmentBytes);
     if (!read.ok()) return read.status();
-    if (read->transactions.empty()) break;
+    if (read->transactions.empty()) return true;
     GW_RETURN_IF_ERROR(ShipSegment(*read));
   }
-  return Status::Ok();
+  return false;  // writers are ahead of us: the rest waits for the next round
 }
 
 Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
@@ -767,8 +778,12 @@ void Replicator::Run() {
       continue;
     }
     Status round;
+    bool behind = false;
     for (auto& shipper : shippers_) {
       Status st = shipper->Sync();
+      // A waiter was promised everything committed before it asked: keep shipping.
+      while (st.ok() && !waiters.empty() && shipper->behind()) st = shipper->Sync();
+      behind = behind || (st.ok() && shipper->behind());
       DbReplicaStatus s = shipper->status();
       s.last_error = st.ok() ? "" : st.ToString();
       if (st.ok()) s.last_sync_ms = clock_->NowUnixMicros() / 1000;
@@ -787,7 +802,8 @@ void Replicator::Run() {
     }
     for (auto& done : waiters) done(round);
     if (stop) return;
-    next = clock_->MonotonicMicros() + options_.sync_interval_ms * 1000;
+    // Behind the writers: the next round starts at once instead of after the interval.
+    next = clock_->MonotonicMicros() + (behind ? 0 : options_.sync_interval_ms * 1000);
   }
 }
 
