@@ -208,7 +208,14 @@ Result<ObjectHeader> DecodeHeader(std::string_view bytes) {
 }
 
 std::string EncodeSegment(ObjectHeader header, const std::vector<SegmentTransaction>& txns) {
+  // Sized once: growing a body of tens of MiB by appends copied it over and over.
+  size_t size = 0;
+  for (const SegmentTransaction& t : txns) {
+    size += 24;
+    for (const WalPage& p : t.pages) size += 4 + p.data.size();
+  }
   std::string body;
+  body.reserve(size);
   for (const SegmentTransaction& t : txns) {
     Put64(&body, t.txid);
     Put64(&body, static_cast<uint64_t>(t.time_ms));
@@ -224,7 +231,9 @@ std::string EncodeSegment(ObjectHeader header, const std::vector<SegmentTransact
   header.kind = ObjectKind::kSegment;
   header.body_bytes = body.size();
   header.body_sha256 = sha.Final();
-  return EncodeHeader(header) + Compress(body);
+  std::string object = EncodeHeader(header);
+  object += Compress(body);
+  return object;
 }
 
 Result<std::vector<SegmentTransaction>> DecodeSegment(std::string_view object,

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <deque>
 #include <filesystem>
 #include <map>
 
@@ -23,6 +24,7 @@ namespace {
 
 constexpr size_t kMaxSegmentBytes = 64 << 20;  // page data per segment
 constexpr int kMaxSegmentsPerSync = 16;
+constexpr size_t kRecentBytes = 32 << 20;  // uploaded level-0 objects kept for the next merge
 constexpr int kMaxLevel = 9;
 constexpr int64_t kRetentionCheckMs = 3'600'000;
 constexpr int64_t kRestartWalBytes = 16 << 20;
@@ -75,6 +77,26 @@ class Replicator::DbShipper {
   const DbReplicaStatus& status() const { return status_; }
   // True after a round that left committed frames unshipped (writers outpace the shipping).
   bool behind() const { return behind_; }
+  void Remember(const std::string& key, const std::string& object) {
+    if (object.size() > kRecentBytes) return;
+    recent_.emplace_back(key, object);
+    recent_bytes_ += object.size();
+    while (recent_bytes_ > kRecentBytes) {
+      recent_bytes_ -= recent_.front().second.size();
+      recent_.pop_front();
+    }
+  }
+  // An object Remember() still holds (and forgets it: a merge reads each input once).
+  Result<std::string> Recalled(const std::string& key) {
+    for (auto it = recent_.begin(); it != recent_.end(); ++it) {
+      if (it->first != key) continue;
+      std::string object = std::move(it->second);
+      recent_bytes_ -= object.size();
+      recent_.erase(it);
+      return object;
+    }
+    return Status::NotFound(key);
+  }
 
  private:
   struct Pending {
@@ -137,6 +159,10 @@ class Replicator::DbShipper {
   // Segment bytes uploaded since the last snapshot (since start after a restart).
   int64_t segment_bytes_since_snapshot_ = 0;
   bool behind_ = false;
+  // The latest level-0 objects this gateway uploaded, newest last, at most kRecentBytes in all:
+  // the next merge reads them from here instead of downloading them again.
+  std::deque<std::pair<std::string, std::string>> recent_;
+  size_t recent_bytes_ = 0;
   int64_t last_retention_ms_ = 0;
   std::vector<std::vector<Pending>> pending_ = std::vector<std::vector<Pending>>(kMaxLevel + 1);
   // Frames read by RestartWal whose upload failed: they exist nowhere else once the WAL restarts.
@@ -381,6 +407,7 @@ Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
   // AlreadyExists: an earlier try of this same upload got through before its answer was lost.
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
   segment_bytes_since_snapshot_ += static_cast<int64_t>(object.size());
+  Remember(key, object);
   pending_[0].push_back({key, h.first_txid, h.last_txid});
   txid_ = txid;
   last_time_ms_ = now;
@@ -600,6 +627,8 @@ Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& w
     own_complete_ = false;
     db_stamp_ = StampOf(db_.path);
     for (auto& level : pending_) level.clear();
+    recent_.clear();
+    recent_bytes_ = 0;
     ++status_.generations_started;
     status_.generation = generation_;
     status_.last_txid = txid_;
@@ -622,7 +651,8 @@ Status Replicator::DbShipper::Compact(int level) {
   size_t bytes = 0;
   for (; merged < options_.compaction_fanout && merged < pending_[level].size(); ++merged) {
     const Pending& p = pending_[level][merged];
-    Result<std::string> object = client_->Get(p.key);
+    Result<std::string> object = Recalled(p.key);
+    if (!object.ok()) object = client_->Get(p.key);
     if (!object.ok() && object.status().code() == Status::Code::kNotFound) {
       // Gone (an earlier merge uploaded its result but failed to delete): forget it.
       pending_[level].erase(pending_[level].begin() + static_cast<long>(merged));
