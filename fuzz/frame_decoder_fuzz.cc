@@ -21,9 +21,9 @@
 
 namespace {
 
+using fuzz::Check;
 using gateway::FrameDecoder;
 using gateway::kFrameHeaderBytes;
-using fuzz::Check;
 
 uint32_t LimitFor(uint8_t mode) {
   switch (mode & 3) {
@@ -56,8 +56,7 @@ FrameDecoder::Outcome DecodeChecked(const FrameDecoder& d, std::string_view v) {
   const uint32_t length =
       (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
   if (length == 0) {
-    Check(o.kind == FrameDecoder::Kind::kError &&
-              o.error == FrameDecoder::ErrorKind::kEmptyFrame,
+    Check(o.kind == FrameDecoder::Kind::kError && o.error == FrameDecoder::ErrorKind::kEmptyFrame,
           "length 0 must be kEmptyFrame");
   } else if (length > limit) {
     Check(o.kind == FrameDecoder::Kind::kError && o.error == FrameDecoder::ErrorKind::kTooLarge &&

@@ -57,7 +57,7 @@ def frame_decoder_seeds() -> dict[str, bytes]:
     }
 
 
-# --- request: one frame payload --------------------------------------------------------------------
+# --- request: one frame payload ----------------------------------------------------------------
 
 
 def request_seeds() -> dict[str, bytes]:

@@ -16,7 +16,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -52,7 +51,8 @@ std::string Build(uint8_t mode, std::string_view in) {
   if (in.size() < kObjectHeaderBytes) return "";
   std::string header(in.substr(0, kObjectHeaderBytes));
   const std::string_view body = in.substr(kObjectHeaderBytes);
-  header.replace(0, 8, (mode & 2) ? std::string("GWSNAP\0\x01", 8) : std::string("GWSEG\0\0\x01", 8));
+  header.replace(0, 8,
+                 (mode & 2) ? std::string("GWSNAP\0\x01", 8) : std::string("GWSEG\0\0\x01", 8));
   Put32(&header, 8, 1);
   Put32(&header, 12, 512u << ((mode >> 2) & 7));
   Put64(&header, 48, body.size());
@@ -71,8 +71,8 @@ bool SameTransactions(const std::vector<SegmentTransaction>& a,
                       const std::vector<SegmentTransaction>& b) {
   if (a.size() != b.size()) return false;
   for (size_t i = 0; i < a.size(); ++i) {
-    if (a[i].txid != b[i].txid || a[i].time_ms != b[i].time_ms ||
-        a[i].db_pages != b[i].db_pages || a[i].pages.size() != b[i].pages.size()) {
+    if (a[i].txid != b[i].txid || a[i].time_ms != b[i].time_ms || a[i].db_pages != b[i].db_pages ||
+        a[i].pages.size() != b[i].pages.size()) {
       return false;
     }
     for (size_t j = 0; j < a[i].pages.size(); ++j) {
@@ -126,17 +126,6 @@ void CheckSnapshot(std::string_view object, bool built, std::string_view body) {
   if (built) Check(h->body_bytes == body.size(), "the restored snapshot lost bytes");
 }
 
-// Known open bug (docs/reliability.md, "Fuzzing"): DecodeSegment allocates the body size the
-// header claims, up to 16 GiB, before decompressing anything. With GATEWAY_FUZZ_SKIP_KNOWN=1 such
-// inputs skip DecodeSegment so that a long run can look for other bugs; scripts/fuzz sets it only
-// when asked to (--skip-known), and fuzz/corpus/replica_object/regress-* keeps the reproducer.
-bool SkipKnownBug(std::string_view object) {
-  static const bool skip = std::getenv("GATEWAY_FUZZ_SKIP_KNOWN") != nullptr;
-  if (!skip) return false;
-  services::Result<ObjectHeader> h = replica::DecodeHeader(object);
-  return h.ok() && h->body_bytes > (uint64_t{64} << 20);
-}
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -151,7 +140,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   CheckHeader(view, built);
   const bool snapshot = view.size() >= 8 && view.substr(0, 6) == "GWSNAP";
-  if ((!built || !snapshot) && !SkipKnownBug(view)) CheckSegment(view);
+  if (!built || !snapshot) CheckSegment(view);
   if (!built || snapshot) CheckSnapshot(view, built, body);
   return 0;
 }

@@ -146,7 +146,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       Check(SamePosition(r->end, at), "an empty read moved the position");
       break;
     }
-    Check(r->transactions.size() == 1, "a read with max_bytes 1 returned more than one transaction");
+    Check(r->transactions.size() == 1,
+          "a read with max_bytes 1 returned more than one transaction");
     for (WalTransaction& t : r->transactions) stepped.push_back(std::move(t));
     at = r->end;
     // WalContains walks from the start, so checking every step would make a run quadratic: the
