@@ -523,33 +523,50 @@ def measure_lag(root: Path, sync_interval: str, samples: int, natural_s: float) 
             read.append(read_at - committed)
 
         # Sync latency, with the steady writer running in the background.
-        writer = SteadyWriter(gw.main)
-        writer.start()
-        own = writer_connection(gw.main)
-        latencies = []
-        for _ in range(samples):
-            time.sleep(0.05)
-            committed = writer.commit_one(own)
-            gw.sync()
-            latencies.append(time.time() - committed)
-        writer.stopping.set()
-        writer.join()
         return {
-            "sync_interval": sync_interval,
-            "natural_commits": len(visible),
-            "natural_p50": percentile(visible, 50),
-            "natural_p99": percentile(visible, 99),
-            "natural_max": max(visible),
+            **lag_figures(sync_interval, visible),
             "read_p50": percentile(read, 50),
             "read_p99": percentile(read, 99),
             "same_generation": same_generation,
-            "sync_samples": len(latencies),
-            "sync_p50": percentile(latencies, 50),
-            "sync_p99": percentile(latencies, 99),
-            "sync_max": max(latencies),
+            **sync_latency(gw.main, gw.sync, samples),
         }
     finally:
         gw.stop()
+
+
+def lag_figures(sync_interval: str, visible: list[float]) -> dict[str, Any]:
+    """Commit-to-replica lag figures of the commits the steady writer made."""
+    return {
+        "sync_interval": sync_interval,
+        "natural_commits": len(visible),
+        "natural_p50": percentile(visible, 50),
+        "natural_p99": percentile(visible, 99),
+        "natural_max": max(visible),
+    }
+
+
+def sync_latency(db: Path, sync: Any, samples: int) -> dict[str, Any]:
+    """Commit one row, then ask the replicator to sync (``sync()``), ``samples`` times, while a
+    steady writer runs in the background; figures of commit-to-sync-answered."""
+    writer = SteadyWriter(db)
+    writer.start()
+    own = writer_connection(db)
+    latencies = []
+    try:
+        for _ in range(samples):
+            time.sleep(0.05)
+            committed = writer.commit_one(own)
+            sync()
+            latencies.append(time.time() - committed)
+    finally:
+        writer.stopping.set()
+        writer.join()
+    return {
+        "sync_samples": len(latencies),
+        "sync_p50": percentile(latencies, 50),
+        "sync_p99": percentile(latencies, 99),
+        "sync_max": max(latencies),
+    }
 
 
 def measure_lag_litestream(
@@ -624,28 +641,7 @@ def measure_lag_litestream(
             visible.append(observations[i][0] - committed)
 
         # Sync latency: a commit, then POST /sync with wait, while the steady writer runs.
-        writer = SteadyWriter(db)
-        writer.start()
-        own = writer_connection(db)
-        latencies = []
-        for _ in range(samples):
-            time.sleep(0.05)
-            committed = writer.commit_one(own)
-            ls.sync()
-            latencies.append(time.time() - committed)
-        writer.stopping.set()
-        writer.join()
-        return {
-            "sync_interval": sync_interval,
-            "natural_commits": len(visible),
-            "natural_p50": percentile(visible, 50),
-            "natural_p99": percentile(visible, 99),
-            "natural_max": max(visible),
-            "sync_samples": len(latencies),
-            "sync_p50": percentile(latencies, 50),
-            "sync_p99": percentile(latencies, 99),
-            "sync_max": max(latencies),
-        }
+        return {**lag_figures(sync_interval, visible), **sync_latency(db, ls.sync, samples)}
     finally:
         if follower is not None and follower.poll() is None:
             follower.terminate()
