@@ -146,13 +146,7 @@ class Gateway:
     def stop(self) -> None:
         if self.client is not None:
             self.client.close()
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
     def sync(self) -> None:
         assert self.client.request("replica.sync", timeout=600) is True
@@ -169,6 +163,18 @@ class Gateway:
                 check=False,
             )
         )
+
+
+def terminate(process: subprocess.Popen[Any] | None, timeout: float = 60) -> None:
+    """SIGTERM ``process`` if it still runs, SIGKILL it after ``timeout`` s, and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def writer_connection(path: Path) -> sqlite3.Connection:
@@ -329,13 +335,7 @@ class Litestream:
         return answer
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
 
     def command(self, *args: str) -> subprocess.CompletedProcess[str]:
         """``litestream ARGS[0] -config <this config> ARGS[1:]``."""
@@ -643,13 +643,7 @@ def measure_lag_litestream(
         # Sync latency: a commit, then POST /sync with wait, while the steady writer runs.
         return {**lag_figures(sync_interval, visible), **sync_latency(db, ls.sync, samples)}
     finally:
-        if follower is not None and follower.poll() is None:
-            follower.terminate()
-            try:
-                follower.wait(10)
-            except subprocess.TimeoutExpired:
-                follower.kill()
-                follower.wait()
+        terminate(follower, timeout=10)
         ls.stop()
         store.stop()
         shutil.rmtree(folder, ignore_errors=True)
