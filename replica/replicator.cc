@@ -122,7 +122,8 @@ class Replicator::DbShipper {
   int64_t NowMs() const { return clock_->NowUnixMicros() / 1000; }
   Status Pin();
   Status Resume();
-  // Ships committed frames, at most kMaxSegmentsPerSync segments; true when none are left.
+  // Ships committed frames, at most kMaxSegmentsPerSync full segments; true once a read reached
+  // the end of the WAL (false: writers are ahead).
   Result<bool> ShipWal();
   Status ShipSegment(const WalRead& read);
   void Checkpoint();
@@ -403,7 +404,15 @@ Result<bool> Replicator::DbShipper::ShipWal() {
     Result<WalRead> read = ReadCommitted(wal_path_, wal_, pos_, kMaxSegmentBytes);
     if (!read.ok()) return read.status();
     if (read->transactions.empty()) return true;
+    size_t bytes = 0;
+    for (const WalTransaction& t : read->transactions) {
+      for (const WalPage& p : t.pages) bytes += p.data.size();
+    }
     GW_RETURN_IF_ERROR(ShipSegment(*read));
+    // A read under the budget reached the end of the WAL: what writers commit meanwhile is the
+    // next round's (reading on would ship a trickle of tiny segments, and never end under
+    // steady writes).
+    if (bytes < kMaxSegmentBytes) return true;
   }
   return false;  // writers are ahead of us: the rest waits for the next round
 }
