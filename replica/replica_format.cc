@@ -78,8 +78,11 @@ Result<std::string> Decompress(std::string_view compressed, uint64_t expected) {
   }
   std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> dctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
   if (!dctx) return Status::Internal("cannot allocate a zstd decoder");
+  // Page data compresses a few times at most, so the usual body is allocated once, whole; a size
+  // far beyond what the input could plausibly hold grows with the output instead.
+  const uint64_t plausible = 16 * static_cast<uint64_t>(compressed.size()) + (1 << 20);
   std::string out;
-  out.resize(static_cast<size_t>(std::min<uint64_t>(expected, 1 << 20)));
+  out.resize(static_cast<size_t>(std::min<uint64_t>(expected, plausible)));
   ZSTD_inBuffer in{compressed.data(), compressed.size(), 0};
   size_t produced = 0;
   for (;;) {

@@ -27,7 +27,7 @@ namespace {
 
 constexpr size_t kMaxSegmentBytes = 64 << 20;  // page data per segment
 constexpr int kMaxSegmentsPerSync = 16;
-constexpr size_t kRecentBytes = 32 << 20;  // uploaded level-0 objects kept for the next merge
+constexpr size_t kRecentBytes = 16 << 20;  // uploaded level-0 objects kept for the next merge
 constexpr int kMaxLevel = 9;
 constexpr int64_t kRetentionCheckMs = 3'600'000;
 constexpr int64_t kRestartWalBytes = 16 << 20;
