@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-class QueuePeer:
+class QueuePeer(ABC):
     """One queue under test. Subclasses fill in the peer-specific parts.
 
     :cvar server: the server process the peer talks to (a key of ``Endpoints.pids``), or None
@@ -92,15 +93,16 @@ class QueuePeer:
 
     def prepare(self) -> None:
         """Reset the peer's state and connect the producer (before the workers start)."""
+        return None  # nothing to reset by default
 
+    @abstractmethod
     def worker_command(self) -> tuple[list[str], dict[str, str]]:
         """The command that runs the peer's workers, and its environment."""
-        raise NotImplementedError
 
+    @abstractmethod
     def enqueue(self, job: str, *args: Any) -> None:
         """Enqueue one job (``stamp``, ``noop`` or ``nap`` of :mod:`queue_tasks`) and return
         when the peer's producer call returns."""
-        raise NotImplementedError
 
     def extra_figures(self) -> dict[str, Any]:
         """Figures only this peer has (asked after the pickups)."""
@@ -108,6 +110,7 @@ class QueuePeer:
 
     def close(self) -> None:
         """Drop the producer's connections."""
+        return None  # none by default
 
 
 def _exists(path: str | None) -> bool:
