@@ -35,6 +35,9 @@ class EncryptingClient final : public ReplicaClient {
     return inner_->List(prefix);
   }
   services::Status Delete(const std::string& key) override { return inner_->Delete(key); }
+  services::Status DeleteMany(const std::vector<std::string>& keys) override {
+    return inner_->DeleteMany(keys);
+  }
   ClientStats Stats() const override { return inner_->Stats(); }
 
   const std::string& key_id() const { return key_id_hex_; }

@@ -72,6 +72,13 @@ class ReplicaClient {
   virtual services::Result<std::vector<ObjectInfo>> List(const std::string& prefix) = 0;
   // Deletes `key`; a missing key is not an error.
   virtual services::Status Delete(const std::string& key) = 0;
+  // Deletes every key of `keys` (missing ones are not errors). The default deletes them one at a
+  // time; clients with a batch delete (S3 DeleteObjects: up to 1000 keys a request) override it.
+  // After an error some keys may be gone and others not; the message names one that failed.
+  virtual services::Status DeleteMany(const std::vector<std::string>& keys) {
+    for (const std::string& key : keys) GW_RETURN_IF_ERROR(Delete(key));
+    return services::Status::Ok();
+  }
 
   virtual ClientStats Stats() const = 0;
 };

@@ -91,6 +91,9 @@ Status ValidateS3Options(const S3Options& o) {
   if (o.max_attempts < 1 || o.max_attempts > 100) {
     return Status::InvalidArgument("S3 max_attempts must be between 1 and 100");
   }
+  if (o.delete_batch_size < 1 || o.delete_batch_size > 1000) {
+    return Status::InvalidArgument("S3 delete_batch_size must be between 1 and 1000");
+  }
   if (o.list_page_size < 1 || o.list_page_size > 1000) {
     return Status::InvalidArgument("S3 list_page_size must be between 1 and 1000");
   }
@@ -619,6 +622,68 @@ Status S3Client::Delete(const std::string& key) {
   if (!reply.ok()) return reply.status();
   if (Is2xx(reply->http.status) || reply->http.status == 404) return Status::Ok();
   return ErrorFor(call, *reply);
+}
+
+Status S3Client::DeleteBatch(const std::vector<std::string>& full_keys, bool* unsupported) {
+  const std::string body = DeleteObjectsXml(full_keys);
+  const std::string md5 = Md5Raw(body);
+  // S3 refuses a DeleteObjects request without a checksum of its body.
+  unsigned char b64[32];
+  const int n = EVP_EncodeBlock(b64, reinterpret_cast<const unsigned char*>(md5.data()),
+                                static_cast<int>(md5.size()));
+  Call call{"POST"};
+  call.bucket_level = true;
+  call.query = {{"delete", ""}};
+  call.headers = {{"Content-MD5", std::string(reinterpret_cast<char*>(b64), static_cast<size_t>(n))},
+                  {"Content-Type", "application/xml"}};
+  call.body = body;
+  call.error_in_200 = true;  // a 200 whose body is an <Error> is retried like a 500
+  auto reply = Execute(call);
+  if (!reply.ok()) return reply.status();
+  if (IsNotImplemented(reply->error, reply->http.status)) {
+    *unsupported = true;
+    return Status::Ok();
+  }
+  if (!Is2xx(reply->http.status)) return ErrorFor(call, *reply);
+  auto errors = ParseDeleteResult(reply->http.body);
+  if (!errors.ok()) return errors.status().WithContext("S3 DeleteObjects in s3://" + bucket_);
+  size_t failed = 0;
+  const S3DeleteError* first = nullptr;
+  for (const S3DeleteError& e : *errors) {
+    if (e.code == "NoSuchKey") continue;  // already gone, which is what we wanted
+    ++failed;
+    if (first == nullptr) first = &e;
+  }
+  if (first == nullptr) return Status::Ok();
+  return Status::IoError("S3 DeleteObjects in " + ObjectUrlForMessages("") + " left " +
+                         std::to_string(failed) + " of " + std::to_string(full_keys.size()) +
+                         " keys; first " + first->key + ": " + first->code +
+                         (first->message.empty() ? "" : " (" + first->message + ")") +
+                         (first->code == "AccessDenied"
+                              ? "; check that the credentials may delete in this bucket"
+                              : ""));
+}
+
+Status S3Client::DeleteMany(const std::vector<std::string>& keys) {
+  for (const std::string& key : keys) GW_RETURN_IF_ERROR(ValidateKey(key, root_));
+  const size_t batch = static_cast<size_t>(options_.delete_batch_size);
+  for (size_t start = 0; start < keys.size(); start += batch) {
+    const size_t end = std::min(keys.size(), start + batch);
+    if (!batch_delete_unsupported_.load()) {
+      std::vector<std::string> full;
+      full.reserve(end - start);
+      for (size_t i = start; i < end; ++i) full.push_back(FullKey(keys[i]));
+      bool unsupported = false;
+      GW_RETURN_IF_ERROR(DeleteBatch(full, &unsupported));
+      if (!unsupported) continue;
+      if (!batch_delete_unsupported_.exchange(true)) {
+        Log(Where() + ": the store answered DeleteObjects with NotImplemented; deleting one "
+                      "object per request from now on");
+      }
+    }
+    for (size_t i = start; i < end; ++i) GW_RETURN_IF_ERROR(Delete(keys[i]));
+  }
+  return Status::Ok();
 }
 
 }  // namespace replica

@@ -13,6 +13,10 @@
 // falls back to HEAD-then-PUT, which is not atomic: two writers racing for the same key can both
 // "win". Describe() then says so, and S3Options::log is told once.
 //
+// DeleteMany sends DeleteObjects requests (POST ?delete, up to delete_batch_size keys each, with
+// a Content-MD5 header) and checks the result's per-key errors. A store that answers one with 501
+// or NotImplemented is remembered: from then on this client deletes one key per request.
+//
 // PutFileNew of a file larger than multipart_threshold uses a multipart upload (parts of
 // part_size bytes, read one at a time so memory stays at one part); a failed upload is aborted.
 // GetToFile writes to a temporary file beside the target, fsyncs it, renames it into place and
@@ -75,6 +79,7 @@ struct S3Options {
   int64_t retry_base_ms = 100;             // backoff before try n is random in [0, base * 2^n)
   int64_t retry_max_backoff_ms = 5000;     // ...capped at this
   int list_page_size = 1000;               // max-keys of each ListObjectsV2 request
+  int delete_batch_size = 1000;            // keys per DeleteObjects request (S3 takes <= 1000)
   ConditionalWrites conditional_writes = ConditionalWrites::kAuto;
   HttpTimeouts timeouts;
   // Told about events worth a log line (a fallback to emulated conditional writes, retries that
@@ -99,6 +104,7 @@ class S3Client final : public ReplicaClient {
   services::Result<ObjectInfo> Head(const std::string& key) override;
   services::Result<std::vector<ObjectInfo>> List(const std::string& prefix) override;
   services::Status Delete(const std::string& key) override;
+  services::Status DeleteMany(const std::vector<std::string>& keys) override;
   ClientStats Stats() const override;
 
   // Whether the store honours conditional writes, probing it if nobody has yet. For tests and
@@ -171,6 +177,8 @@ class S3Client final : public ReplicaClient {
   // Whether to send conditional headers; probes the store on first use in kAuto mode.
   services::Result<bool> UseNativeConditional();
   services::Status ProbeConditional();
+  // One DeleteObjects request; sets *unsupported (and returns OK) when the store refuses it.
+  services::Status DeleteBatch(const std::vector<std::string>& full_keys, bool* unsupported);
 
   const S3Options options_;
   const SigV4Credentials credentials_;
@@ -185,6 +193,9 @@ class S3Client final : public ReplicaClient {
   // 0 unknown, 1 native, 2 emulated; read without the lock by Describe().
   std::atomic<int> conditional_state_{0};
   std::string conditional_note_;  // guarded by conditional_mu_; why emulated
+
+  // Set once a store answered DeleteObjects with NotImplemented: DeleteMany then loops Delete.
+  std::atomic<bool> batch_delete_unsupported_{false};
 
   std::atomic<int64_t> requests_{0};
   std::atomic<int64_t> bytes_sent_{0};

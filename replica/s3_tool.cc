@@ -4,13 +4,14 @@
 //   s3_tool --url s3://bucket/prefix [--endpoint URL] [--region R]
 //           [--access-key K --secret-key S [--session-token T]]   (else the AWS_* variables)
 //           [--path-style | --virtual-hosted] [--conditional auto|native|emulated]
-//           [--multipart-threshold BYTES] [--part-size BYTES] [--page-size N]
+//           [--multipart-threshold BYTES] [--part-size BYTES] [--page-size N] [--delete-batch N]
 //           [--max-attempts N] [--retry-base-ms MS] [--connect-timeout-ms MS]
 //           [--low-speed-seconds S] [--request-timeout-ms MS] [--stats]
 //           COMMAND ARGS...
 //
 // Commands: put-new KEY DATA | put KEY DATA | put-if-match KEY ETAG DATA | put-file-new KEY PATH |
 // get KEY (raw bytes to stdout) | get-to-file KEY PATH | head KEY | list PREFIX | delete KEY |
+// delete-many KEY,KEY,... [KEY,KEY,...]... (one DeleteMany call per argument, in order) |
 // describe | probe | put-many PREFIX COUNT THREADS (COUNT small objects PREFIX0..., written from
 // THREADS threads through one client, then read back). DATA "@FILE" reads FILE. head and list print
 // JSON; put-if-match prints the new ETag.
@@ -118,6 +119,8 @@ int ParseOptions(int argc, char** argv, replica::S3Options* o, bool* stats) {
       o->part_size = std::atoll(v.c_str());
     else if (flag == "--page-size")
       o->list_page_size = std::atoi(v.c_str());
+    else if (flag == "--delete-batch")
+      o->delete_batch_size = std::atoi(v.c_str());
     else if (flag == "--max-attempts")
       o->max_attempts = std::atoi(v.c_str());
     else if (flag == "--retry-base-ms")
@@ -219,6 +222,16 @@ int Run(replica::S3Client& client, const std::vector<std::string>& a) {
     return 0;
   }
   if (cmd == "delete" && need(1)) return Finish(client.Delete(a[1]));
+  if (cmd == "delete-many" && a.size() > 1) {
+    for (size_t i = 1; i < a.size(); ++i) {
+      std::vector<std::string> keys;
+      std::stringstream in(a[i]);
+      for (std::string key; std::getline(in, key, ',');) keys.push_back(key);
+      const Status s = client.DeleteMany(keys);
+      if (!s.ok()) return Finish(s);
+    }
+    return 0;
+  }
   if (cmd == "put-many" && need(3))
     return PutMany(client, a[1], std::atoi(a[2].c_str()), std::atoi(a[3].c_str()));
   return Usage("unknown command or wrong number of arguments: " + cmd);

@@ -319,6 +319,30 @@ std::string CompleteMultipartXml(const std::vector<std::pair<int, std::string>>&
   return out;
 }
 
+std::string DeleteObjectsXml(const std::vector<std::string>& full_keys) {
+  std::string out =
+      "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+      "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>";
+  for (const std::string& key : full_keys) out += "<Object><Key>" + XmlEscape(key) + "</Key></Object>";
+  out += "</Delete>";
+  return out;
+}
+
+services::Result<std::vector<S3DeleteError>> ParseDeleteResult(std::string_view xml) {
+  auto doc = Parser(xml).ParseDocument();
+  if (!doc.ok()) return doc.status();
+  if ((*doc)->name != "DeleteResult") {
+    return services::Status::Corruption("expected <DeleteResult> from the store, got <" +
+                                        (*doc)->name + ">");
+  }
+  std::vector<S3DeleteError> errors;
+  for (const auto& child : (*doc)->children) {
+    if (child->name != "Error") continue;
+    errors.push_back({child->ChildText("Key"), child->ChildText("Code"), child->ChildText("Message")});
+  }
+  return errors;
+}
+
 int64_t ParseIso8601Ms(std::string_view text) {
   // YYYY-MM-DDTHH:MM:SS[.fff...]Z
   if (text.size() < 20 || text[4] != '-' || text[7] != '-' || text[10] != 'T' || text[13] != ':' ||

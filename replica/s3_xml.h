@@ -1,5 +1,6 @@
 // The few S3 XML documents the S3 client reads and writes: ListObjectsV2 results, error bodies,
-// InitiateMultipartUpload results and the CompleteMultipartUpload request.
+// InitiateMultipartUpload results, the CompleteMultipartUpload request, and DeleteObjects requests
+// and results.
 //
 // The reader is a small, strict parser for the subset S3 servers send: elements, attributes
 // (skipped), text with the five predefined entities and numeric character references, an XML
@@ -52,6 +53,21 @@ services::Result<std::string> ParseUploadId(std::string_view xml);
 
 // The body of a CompleteMultipartUpload request; `parts` are (part number, ETag) in order.
 std::string CompleteMultipartXml(const std::vector<std::pair<int, std::string>>& parts);
+
+// The body of a DeleteObjects request for these full keys, in quiet mode: the store answers only
+// the keys it failed to delete.
+std::string DeleteObjectsXml(const std::vector<std::string>& full_keys);
+
+// One key a DeleteObjects request did not delete.
+struct S3DeleteError {
+  std::string key;  // full key in the bucket
+  std::string code;
+  std::string message;
+};
+
+// The <Error> entries of a DeleteResult (quiet mode lists nothing else). kCorruption when the
+// document is not a DeleteResult.
+services::Result<std::vector<S3DeleteError>> ParseDeleteResult(std::string_view xml);
 
 // "2026-11-21T12:24:00.000Z" (fractional seconds optional) -> Unix ms; -1 when malformed.
 int64_t ParseIso8601Ms(std::string_view text);

@@ -86,6 +86,29 @@ TEST(S3Xml, UploadIdAndCompleteBody) {
             "</CompleteMultipartUpload>");
 }
 
+TEST(S3Xml, DeleteObjectsRequestAndResult) {
+  EXPECT_EQ(DeleteObjectsXml({"p/a&b", "p/c"}),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
+            "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>"
+            "<Object><Key>p/a&amp;b</Key></Object><Object><Key>p/c</Key></Object></Delete>");
+  auto none = ParseDeleteResult(
+      "<?xml version=\"1.0\"?><DeleteResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+      "</DeleteResult>");
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_TRUE(none->empty());
+  auto some = ParseDeleteResult(
+      "<DeleteResult><Deleted><Key>p/a</Key></Deleted>"
+      "<Error><Key>p/b</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+      "</DeleteResult>");
+  ASSERT_TRUE(some.ok());
+  ASSERT_EQ(some->size(), 1u);
+  EXPECT_EQ((*some)[0].key, "p/b");
+  EXPECT_EQ((*some)[0].code, "AccessDenied");
+  EXPECT_EQ((*some)[0].message, "Access Denied");
+  EXPECT_FALSE(ParseDeleteResult("<Error><Code>NotImplemented</Code></Error>").ok());
+  EXPECT_FALSE(ParseDeleteResult("not xml").ok());
+}
+
 TEST(S3Xml, Iso8601) {
   EXPECT_EQ(ParseIso8601Ms("2013-05-24T00:00:00Z"), 1369353600000);
   EXPECT_EQ(ParseIso8601Ms("2013-05-24T00:00:00.5Z"), 1369353600500);

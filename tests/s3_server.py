@@ -9,7 +9,8 @@ Host header included, so signatures still verify). Tests tell it to answer the n
 an error status, to drop connections without an answer, or to take over conditional writes
 (``If-None-Match``/``If-Match``), which rclone 1.75 ignores: in ``"native"`` mode it refuses them
 with 412 by looking at the served folder, in ``"501"`` mode it answers 501 NotImplemented like
-stores without the feature.
+stores without the feature. ``batch_delete`` plays stores without DeleteObjects (``"501"``) or
+one that refuses to delete the first key of each DeleteObjects request (``"deny-first"``).
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class FaultProxy:
         self.resets = 0  # drop this many next requests without an answer
         self.lost_answers = 0  # forward this many next requests, then answer 503 instead
         self.conditional = "passthrough"  # or "native" or "501"
+        self.batch_delete = "passthrough"  # or "501" or "deny-first"
         self.seen: list[tuple[str, str, dict[str, str]]] = []  # (method, path, headers)
         self.connections = 0  # TCP connections accepted, to check that clients keep them alive
         proxy = self
@@ -180,6 +182,13 @@ class FaultProxy:
         if fail is not None:
             self._reply_error(h, fail, "SlowDown" if fail in (429, 503) else "InjectedFault")
             return
+        if h.command == "POST" and "delete" in urlsplit(h.path).query.split("&")[0]:
+            if self.batch_delete == "501":
+                self._reply_error(h, 501, "NotImplemented")
+                return
+            if self.batch_delete == "deny-first":
+                self._deny_first_delete(h, body)
+                return
         refusal = self._conditional_refusal(h.command, h.path, headers)
         if refusal is not None:
             self._reply_error(h, *refusal)
@@ -209,6 +218,23 @@ class FaultProxy:
             if if_match.strip('"') != etag:
                 return 412, "PreconditionFailed"
         return None
+
+    def _deny_first_delete(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        """Answers a DeleteObjects request, without forwarding it, as a store that refused to
+        delete its first key (AccessDenied) and deleted nothing else either."""
+        start = body.index(b"<Key>") + len(b"<Key>")
+        key = body[start : body.index(b"</Key>", start)]
+        answer = (
+            b'<?xml version="1.0" encoding="UTF-8"?><DeleteResult><Error><Key>'
+            + key
+            + b"</Key><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+            b"</DeleteResult>"
+        )
+        h.send_response(200)
+        h.send_header("Content-Type", "application/xml")
+        h.send_header("Content-Length", str(len(answer)))
+        h.end_headers()
+        h.wfile.write(answer)
 
     def _reply_error(self, h: BaseHTTPRequestHandler, status: int, code: str) -> None:
         body = (

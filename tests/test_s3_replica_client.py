@@ -245,6 +245,53 @@ def test_store_that_refuses_conditional_writes_falls_back(proxy: FaultProxy, pre
     assert probe.text.splitlines()[0] == "emulated" and "refuses If-None-Match" in probe.text
 
 
+# --- batch deletes ------------------------------------------------------------------------------
+
+
+def test_delete_many_uses_delete_objects_in_batches(proxy: FaultProxy, prefix: str) -> None:
+    tool = Tool(proxy.endpoint, prefix, **{"delete-batch": 3})
+    keys = [f"seg/{i:02d}" for i in range(7)] + ["odd & <key>"]
+    for k in keys:
+        assert tool("put", k, k).code == OK
+    proxy.seen.clear()
+    run = tool("delete-many", ",".join([*keys[:7], "seg/missing"]))
+    assert run.code == OK, run.err
+    posts = [(m, p, h) for m, p, h in proxy.seen if m == "POST"]
+    assert len(posts) == 3 and run.stats()["requests"] == 3  # 8 keys, 3 per request
+    assert all("content-md5" in h for _, _, h in posts)
+    assert not [m for m, _, _ in proxy.seen if m == "DELETE"]
+    assert [o["key"] for o in json.loads(tool("list", "").text)] == ["odd & <key>"]
+    assert tool("delete-many", "odd & <key>").code == OK
+    assert json.loads(tool("list", "").text) == []
+
+
+def test_delete_many_falls_back_once_when_delete_objects_is_not_implemented(
+    proxy: FaultProxy, prefix: str
+) -> None:
+    proxy.batch_delete = "501"
+    tool = Tool(proxy.endpoint, prefix)
+    for k in ("a", "b", "c", "d"):
+        assert tool("put", k, k).code == OK
+    proxy.seen.clear()
+    run = tool("delete-many", "a,b", "c,d")
+    assert run.code == OK, run.err
+    assert "DeleteObjects with NotImplemented" in run.err  # logged once
+    assert run.err.count("NotImplemented") == 1
+    # One refused POST, remembered: then four single DELETEs.
+    assert [m for m, _, _ in proxy.seen] == ["POST", "DELETE", "DELETE", "DELETE", "DELETE"]
+    assert json.loads(tool("list", "").text) == []
+
+
+def test_delete_many_reports_keys_the_store_did_not_delete(proxy: FaultProxy, prefix: str) -> None:
+    proxy.batch_delete = "deny-first"
+    tool = Tool(proxy.endpoint, prefix)
+    assert tool("put", "kept", "x").code == OK
+    run = tool("delete-many", "kept,other")
+    assert run.code == IO_ERROR
+    assert f"{prefix}/kept: AccessDenied" in run.err and "1 of 2 keys" in run.err
+    assert tool("get", "kept").out == b"x"
+
+
 # --- large files --------------------------------------------------------------------------------
 
 
