@@ -32,31 +32,39 @@ bool IsKey(const msgpack::object& o) {
 // Checks one key; on a problem answers `reply` and returns false.
 bool CheckKey(std::string_view key, std::string_view what, Reply& reply) {
   if (key.empty() || key.size() > services::cache::kMaxKeyBytes) {
-    reply.Error(ErrorCode::kBadArgument,
-                std::string(what) + " must be 1 byte to 64KiB long, got " +
-                    std::to_string(key.size()) + " bytes");
+    reply.Error(ErrorCode::kBadArgument, std::string(what) + " must be 1 byte to 64KiB long, got " +
+                                             std::to_string(key.size()) + " bytes");
     return false;
   }
   return true;
 }
 
-
-
 void PackValue(Packer& p, const CacheValue& v) {
   switch (v.kind) {
-    case CacheValue::Kind::kInt: p.pack_int64(v.integer); break;
-    case CacheValue::Kind::kText: PackStr(p, v.bytes); break;
-    case CacheValue::Kind::kBytes: PackBytes(p, v.bytes); break;
+    case CacheValue::Kind::kInt:
+      p.pack_int64(v.integer);
+      break;
+    case CacheValue::Kind::kText:
+      PackStr(p, v.bytes);
+      break;
+    case CacheValue::Kind::kBytes:
+      PackBytes(p, v.bytes);
+      break;
   }
 }
 
 ErrorCode WireCode(CacheError e) {
   switch (e) {
-    case CacheError::kKeyNotFound: return ErrorCode::kKeyNotFound;
-    case CacheError::kNotInteger: return ErrorCode::kNotInteger;
-    case CacheError::kOutOfRange: return ErrorCode::kOutOfRange;
-    case CacheError::kStorage: return ErrorCode::kStorageError;
-    case CacheError::kNone: break;
+    case CacheError::kKeyNotFound:
+      return ErrorCode::kKeyNotFound;
+    case CacheError::kNotInteger:
+      return ErrorCode::kNotInteger;
+    case CacheError::kOutOfRange:
+      return ErrorCode::kOutOfRange;
+    case CacheError::kStorage:
+      return ErrorCode::kStorageError;
+    case CacheError::kNone:
+      break;
   }
   return ErrorCode::kInternal;
 }
@@ -79,9 +87,38 @@ int64_t FileSize(const std::string& path) {
 
 }  // namespace
 
-CacheOps::CacheOps(services::cache::CacheReader* reader, services::cache::CacheWriter* writer,
-                   LoopTasks* tasks, const services::Clock* clock, CacheOpsConfig config)
-    : reader_(reader), writer_(writer), tasks_(tasks), clock_(clock), config_(std::move(config)) {}
+CacheOps::CacheOps(uv_loop_t* loop, services::cache::CacheReader* reader,
+                   services::cache::CacheWriter* writer, LoopTasks* tasks,
+                   const services::Clock* clock, CacheOpsConfig config)
+    : check_(new uv_check_t),
+      idle_(new uv_idle_t),
+      reader_(reader),
+      writer_(writer),
+      tasks_(tasks),
+      clock_(clock),
+      config_(std::move(config)) {
+  uv_check_init(loop, check_);
+  uv_idle_init(loop, idle_);
+  check_->data = this;
+}
+
+CacheOps::~CacheOps() { Close(); }
+
+void CacheOps::Close() {
+  if (closed_) return;
+  closed_ = true;
+  // Nothing gathered may be dropped: what is left goes the slow way.
+  for (size_t i = 0; i < gathered_.size(); ++i) {
+    SubmitToThread(std::move(gathered_writes_[i]), std::move(gathered_[i].reply),
+                   gathered_[i].pack);
+  }
+  gathered_writes_.clear();
+  gathered_.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(check_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(idle_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
+}
 
 void CacheOps::Register(OpTable* table) {
   const ArgSpec key{"key", ArgType::kStrOrBin, true};
@@ -96,9 +133,9 @@ void CacheOps::Register(OpTable* table) {
     };
   };
   table->Add({"cache.get", {key}, [this](const Args& a, Reply r) { Get(a, std::move(r)); }});
-  table->Add({"cache.get_many",
-              {{"keys", ArgType::kArray, true}},
-              [this](const Args& a, Reply r) { GetMany(a, std::move(r)); }});
+  table->Add({"cache.get_many", {{"keys", ArgType::kArray, true}}, [this](const Args& a, Reply r) {
+                GetMany(a, std::move(r));
+              }});
   table->Add({"cache.has_key", {key}, [this](const Args& a, Reply r) { HasKey(a, std::move(r)); }});
   table->Add({"cache.ttl", {key}, [this](const Args& a, Reply r) { Ttl(a, std::move(r)); }});
   table->Add({"cache.keys",
@@ -119,9 +156,8 @@ void CacheOps::Register(OpTable* table) {
   table->Add({"cache.delete_many",
               {{"keys", ArgType::kArray, true}},
               write(CacheOp::kDeleteMany, PackNumber)});
-  table->Add({"cache.incr",
-              {key, {"delta", ArgType::kInt, true}},
-              write(CacheOp::kIncr, PackNumber)});
+  table->Add(
+      {"cache.incr", {key, {"delta", ArgType::kInt, true}}, write(CacheOp::kIncr, PackNumber)});
   const ArgSpec prefix{"prefix", ArgType::kStrOrBin, true};
   table->Add({"cache.clear", {prefix}, write(CacheOp::kClearPrefix, PackNumber)});
   table->Add({"cache.delete_prefix", {prefix}, write(CacheOp::kClearPrefix, PackNumber)});
@@ -146,10 +182,10 @@ bool CacheOps::DecodeWrite(CacheOp op, const Args& args, Reply& reply, CacheWrit
       case msgpack::type::STR: {
         const std::string_view b = Bytes(o);
         if (static_cast<int64_t>(b.size()) > config_.max_value_size) {
-          reply.Error(ErrorCode::kValueTooLarge,
-                      "value of " + std::to_string(b.size()) + " bytes is over the limit of " +
-                          std::to_string(config_.max_value_size) +
-                          " bytes ([databases.cache] max_value_size)");
+          reply.Error(ErrorCode::kValueTooLarge, "value of " + std::to_string(b.size()) +
+                                                     " bytes is over the limit of " +
+                                                     std::to_string(config_.max_value_size) +
+                                                     " bytes ([databases.cache] max_value_size)");
           return false;
         }
         *out = o.type == msgpack::type::BIN ? CacheValue::Bytes(std::string(b))
@@ -160,8 +196,11 @@ bool CacheOps::DecodeWrite(CacheOp op, const Args& args, Reply& reply, CacheWrit
         if (o.via.u64 > static_cast<uint64_t>(INT64_MAX)) break;
         *out = CacheValue::Int(static_cast<int64_t>(o.via.u64));
         return true;
-      case msgpack::type::NEGATIVE_INTEGER: *out = CacheValue::Int(o.via.i64); return true;
-      default: break;
+      case msgpack::type::NEGATIVE_INTEGER:
+        *out = CacheValue::Int(o.via.i64);
+        return true;
+      default:
+        break;
     }
     reply.Error(ErrorCode::kBadArgument,
                 "a cache value must be bin, str or a signed 64-bit integer; pickle other values");
@@ -240,6 +279,46 @@ bool CacheOps::DecodeWrite(CacheOp op, const Args& args, Reply& reply, CacheWrit
 }
 
 void CacheOps::Submit(CacheWrite write, Reply reply, PackResult pack) {
+  if (closed_) {
+    SubmitToThread(std::move(write), std::move(reply), pack);
+    return;
+  }
+  if (gathered_.empty()) {
+    uv_check_start(check_, OnCheck);
+    uv_idle_start(idle_, [](uv_idle_t*) {});
+  }
+  gathered_writes_.push_back(std::move(write));
+  gathered_.push_back(Gathered{std::move(reply), pack});
+}
+
+void CacheOps::OnCheck(uv_check_t* handle) { static_cast<CacheOps*>(handle->data)->Flush(); }
+
+void CacheOps::Flush() {
+  uv_check_stop(check_);
+  uv_idle_stop(idle_);
+  std::vector<CacheWrite> writes;
+  std::vector<Gathered> replies;
+  writes.swap(gathered_writes_);
+  replies.swap(gathered_);
+  if (writes.empty()) return;
+  std::optional<std::vector<CacheWriteResult>> results = writer_->TryApplyNow(writes);
+  if (!results) {
+    for (size_t i = 0; i < writes.size(); ++i) {
+      SubmitToThread(std::move(writes[i]), std::move(replies[i].reply), replies[i].pack);
+    }
+    return;
+  }
+  for (size_t i = 0; i < replies.size(); ++i) {
+    const CacheWriteResult& result = (*results)[i];
+    if (result.error != CacheError::kNone) {
+      replies[i].reply.Error(WireCode(result.error), result.message);
+    } else {
+      replies[i].reply.Ok([&](Packer& p) { replies[i].pack(p, result); });
+    }
+  }
+}
+
+void CacheOps::SubmitToThread(CacheWrite write, Reply reply, PackResult pack) {
   // The writer's completion runs on its thread; the Reply may only be completed on the loop.
   auto shared = std::make_shared<Reply>(std::move(reply));
   LoopTasks* tasks = tasks_;

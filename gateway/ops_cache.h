@@ -1,12 +1,18 @@
 // CacheOps: the cache.* rows of the op table (PROTOCOL.md "Cache operations").
 //
-// Op glue only: handlers decode and check arguments, read through CacheReader on the loop thread
-// (reads are answered at once from the committed state), hand writes to CacheWriter's thread, and
-// answer those when LoopTasks brings the committed result back to the loop.
-// Threads: construct, register and handle on the loop thread.
+// Op glue only: handlers decode and check arguments and read through CacheReader on the loop
+// thread (reads are answered at once from the committed state). Writes are gathered over one
+// turn of the loop; at its end (a uv_check handle, after every readable connection was read) they
+// are offered to CacheWriter::TryApplyNow as one transaction and answered at once. Those it
+// declines go to the writer's thread and are answered when LoopTasks brings the committed result
+// back to the loop.
+// Threads: construct, register, handle and close on the loop thread.
 #pragma once
 
+#include <uv.h>
+
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,10 +35,14 @@ struct CacheOpsConfig {
 class CacheOps {
  public:
   // Pointers must outlive the op table's use of these handlers.
-  CacheOps(services::cache::CacheReader* reader, services::cache::CacheWriter* writer,
-           LoopTasks* tasks, const services::Clock* clock, CacheOpsConfig config);
+  CacheOps(uv_loop_t* loop, services::cache::CacheReader* reader,
+           services::cache::CacheWriter* writer, LoopTasks* tasks, const services::Clock* clock,
+           CacheOpsConfig config);
+  ~CacheOps();
 
   void Register(OpTable* table);
+  // Hands any gathered writes to the writer thread and closes the loop handle (at shutdown).
+  void Close();
 
   struct Counters {
     uint64_t hits = 0;
@@ -55,11 +65,29 @@ class CacheOps {
   void Stats(Reply reply);
   // Decodes the arguments of a write op into `w`; false after answering `reply` with the problem.
   bool DecodeWrite(services::cache::CacheOp op, const Args& args, Reply& reply, CacheWrite* w);
+  // Gathers a write for the end of this turn of the loop.
   void Submit(CacheWrite write, Reply reply, PackResult pack);
+  // Hands a write to the writer thread.
+  void SubmitToThread(CacheWrite write, Reply reply, PackResult pack);
+  static void OnCheck(uv_check_t* handle);
+  void Flush();
   // Counts a read and, with lru, remembers the key for the writer.
   void NoteRead(const std::string& stored_key, bool hit);
   int64_t NowMs() const { return clock_->NowUnixMicros() / 1000; }
 
+  struct Gathered {
+    Reply reply;
+    PackResult pack;
+  };
+
+  // Owned by the loop until their close callbacks free them. The check handle flushes; the idle
+  // handle only keeps the loop from blocking in poll when a write was gathered outside the poll
+  // phase (a timer, or input resumed by a finished write): check handles alone do not.
+  uv_check_t* check_;
+  uv_idle_t* idle_;
+  bool closed_ = false;
+  std::vector<CacheWrite> gathered_writes_;
+  std::vector<Gathered> gathered_;  // the replies of gathered_writes_, in the same order
   services::cache::CacheReader* reader_;
   services::cache::CacheWriter* writer_;
   LoopTasks* tasks_;

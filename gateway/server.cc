@@ -6,8 +6,8 @@
 #include <cstring>
 
 #include "gateway/log.h"
-#include "gateway/prometheus.h"
 #include "gateway/ops_replica.h"
+#include "gateway/prometheus.h"
 
 namespace gateway {
 namespace {
@@ -42,7 +42,7 @@ Server::Server(const Config& config, ServerServices services, services::Clock* c
     cache.max_entries = config_.cache.max_entries;
     cache.lru = config_.cache.eviction == "lru";
     cache.path = config_.cache.path;
-    cache_ops_ = std::make_unique<CacheOps>(services.cache_reader, services.cache_writer,
+    cache_ops_ = std::make_unique<CacheOps>(&loop_, services.cache_reader, services.cache_writer,
                                             tasks_.get(), clock_, cache);
     cache_ops_->Register(&ops_);
   }
@@ -66,6 +66,7 @@ Server::Server(const Config& config, ServerServices services, services::Clock* c
 
 Server::~Server() {
   // Run() closed every handle; this lets libuv free the loop's own resources.
+  if (cache_ops_) cache_ops_->Close();
   tasks_->Close();
   if (queue_ops_) queue_ops_->Close();
   uv_run(&loop_, UV_RUN_DEFAULT);
@@ -274,6 +275,7 @@ void Server::OnShutdownTimeout(uv_timer_t* timer) {
 void Server::CloseHandles() {
   if (handles_closed_) return;
   handles_closed_ = true;
+  if (cache_ops_) cache_ops_->Close();
   tasks_->Close();
   if (metrics_http_) metrics_http_->Close();
   if (queue_ops_) queue_ops_->Close();
@@ -305,9 +307,11 @@ std::string Server::RenderMetrics() {
            "Connections refused because of [server] max_connections");
   p.Sample("gateway_connections_rejected_total", static_cast<double>(m.connections_rejected));
   p.Family("gateway_requests_total", "counter", "Requests answered, by op");
-  for (const auto& [op, n] : m.requests_by_op) p.Sample("gateway_requests_total", {{"op", op}}, static_cast<double>(n));
+  for (const auto& [op, n] : m.requests_by_op)
+    p.Sample("gateway_requests_total", {{"op", op}}, static_cast<double>(n));
   p.Family("gateway_errors_total", "counter", "Error responses, by error code");
-  for (const auto& [code, n] : m.errors_by_code) p.Sample("gateway_errors_total", {{"code", code}}, static_cast<double>(n));
+  for (const auto& [code, n] : m.errors_by_code)
+    p.Sample("gateway_errors_total", {{"code", code}}, static_cast<double>(n));
   if (databases_ != nullptr) {
     p.Family("gateway_database_size_bytes", "gauge", "Size of each database file");
     for (services::DatabaseRole role : services::kAllRoles) {
@@ -323,16 +327,21 @@ std::string Server::RenderMetrics() {
   if (cache_ops_) {
     const CacheOps::Counters c = cache_ops_->Snapshot();
     const std::pair<const char*, std::pair<const char*, double>> counters[] = {
-        {"gateway_cache_hits_total", {"Cache reads that found a live entry", static_cast<double>(c.hits)}},
-        {"gateway_cache_misses_total", {"Cache reads that found none", static_cast<double>(c.misses)}},
-        {"gateway_cache_evictions_total", {"Entries evicted for the size or entry budget", static_cast<double>(c.store.evictions)}},
-        {"gateway_cache_expirations_total", {"Expired entries removed by the sweep", static_cast<double>(c.store.expirations)}},
+        {"gateway_cache_hits_total",
+         {"Cache reads that found a live entry", static_cast<double>(c.hits)}},
+        {"gateway_cache_misses_total",
+         {"Cache reads that found none", static_cast<double>(c.misses)}},
+        {"gateway_cache_evictions_total",
+         {"Entries evicted for the size or entry budget", static_cast<double>(c.store.evictions)}},
+        {"gateway_cache_expirations_total",
+         {"Expired entries removed by the sweep", static_cast<double>(c.store.expirations)}},
     };
     for (const auto& [name, v] : counters) {
       p.Family(name, "counter", v.first);
       p.Sample(name, v.second);
     }
-    p.Family("gateway_cache_entries", "gauge", "Entries stored (expired ones not yet swept included)");
+    p.Family("gateway_cache_entries", "gauge",
+             "Entries stored (expired ones not yet swept included)");
     p.Sample("gateway_cache_entries", static_cast<double>(c.store.entries));
     p.Family("gateway_cache_bytes", "gauge", "Bytes charged to the cache budget");
     p.Sample("gateway_cache_bytes", static_cast<double>(c.store.bytes));
@@ -344,21 +353,26 @@ std::string Server::RenderMetrics() {
       p.Family("gateway_queue_jobs", "gauge", "Jobs by queue and state");
       for (const auto& [name, s] : *q) {
         for (const auto& [state, n] : s.states) {
-          p.Sample("gateway_queue_jobs", {{"queue", name}, {"state", services::queue::StateName(state)}},
+          p.Sample("gateway_queue_jobs",
+                   {{"queue", name}, {"state", services::queue::StateName(state)}},
                    static_cast<double>(n));
         }
       }
       p.Family("gateway_queue_oldest_ready_age_seconds", "gauge", "Age of the oldest ready job");
       for (const auto& [name, s] : *q) {
-        p.Sample("gateway_queue_oldest_ready_age_seconds", {{"queue", name}}, s.oldest_ready_age.value_or(0));
+        p.Sample("gateway_queue_oldest_ready_age_seconds", {{"queue", name}},
+                 s.oldest_ready_age.value_or(0));
       }
       p.Family("gateway_queue_paused", "gauge", "1 when the queue is paused");
-      for (const auto& [name, s] : *q) p.Sample("gateway_queue_paused", {{"queue", name}}, s.paused ? 1 : 0);
+      for (const auto& [name, s] : *q)
+        p.Sample("gateway_queue_paused", {{"queue", name}}, s.paused ? 1 : 0);
       p.Family("gateway_queue_pickup_latency_seconds", "gauge",
                "Ready-to-dequeued latency over the last 1000 pickups");
       for (const auto& [name, s] : *q) {
-        p.Sample("gateway_queue_pickup_latency_seconds", {{"queue", name}, {"quantile", "0.5"}}, s.pickup.p50);
-        p.Sample("gateway_queue_pickup_latency_seconds", {{"queue", name}, {"quantile", "0.99"}}, s.pickup.p99);
+        p.Sample("gateway_queue_pickup_latency_seconds", {{"queue", name}, {"quantile", "0.5"}},
+                 s.pickup.p50);
+        p.Sample("gateway_queue_pickup_latency_seconds", {{"queue", name}, {"quantile", "0.99"}},
+                 s.pickup.p99);
       }
     }
   }
@@ -367,23 +381,34 @@ std::string Server::RenderMetrics() {
     const replica::ClientStats stats = services_.replicator->Stats();
     const int64_t now = clock_->NowUnixMicros() / 1000;
     p.Family("gateway_replica_last_txid", "gauge", "Last transaction in the replica");
-    for (const auto& d : dbs) p.Sample("gateway_replica_last_txid", {{"db", d.name}}, static_cast<double>(d.last_txid));
+    for (const auto& d : dbs)
+      p.Sample("gateway_replica_last_txid", {{"db", d.name}}, static_cast<double>(d.last_txid));
     p.Family("gateway_replica_last_sync_timestamp_seconds", "gauge", "When a sync last succeeded");
-    for (const auto& d : dbs) p.Sample("gateway_replica_last_sync_timestamp_seconds", {{"db", d.name}}, d.last_sync_ms / 1000.0);
+    for (const auto& d : dbs)
+      p.Sample("gateway_replica_last_sync_timestamp_seconds", {{"db", d.name}},
+               d.last_sync_ms / 1000.0);
     p.Family("gateway_replica_lag_seconds", "gauge",
              "0 when everything committed is in the replica, else seconds since the last sync");
     for (const auto& d : dbs) {
-      p.Sample("gateway_replica_lag_seconds", {{"db", d.name}},
-               d.pending_frames == 0 || d.last_sync_ms == 0 ? 0.0 : (now - d.last_sync_ms) / 1000.0);
+      p.Sample(
+          "gateway_replica_lag_seconds", {{"db", d.name}},
+          d.pending_frames == 0 || d.last_sync_ms == 0 ? 0.0 : (now - d.last_sync_ms) / 1000.0);
     }
     p.Family("gateway_replica_pending_frames", "gauge", "Committed WAL frames not yet shipped");
-    for (const auto& d : dbs) p.Sample("gateway_replica_pending_frames", {{"db", d.name}}, static_cast<double>(d.pending_frames));
+    for (const auto& d : dbs)
+      p.Sample("gateway_replica_pending_frames", {{"db", d.name}},
+               static_cast<double>(d.pending_frames));
     p.Family("gateway_replica_segments_total", "counter", "Segments uploaded");
-    for (const auto& d : dbs) p.Sample("gateway_replica_segments_total", {{"db", d.name}}, static_cast<double>(d.segments_sent));
+    for (const auto& d : dbs)
+      p.Sample("gateway_replica_segments_total", {{"db", d.name}},
+               static_cast<double>(d.segments_sent));
     p.Family("gateway_replica_snapshots_total", "counter", "Snapshots uploaded");
-    for (const auto& d : dbs) p.Sample("gateway_replica_snapshots_total", {{"db", d.name}}, static_cast<double>(d.snapshots_sent));
+    for (const auto& d : dbs)
+      p.Sample("gateway_replica_snapshots_total", {{"db", d.name}},
+               static_cast<double>(d.snapshots_sent));
     p.Family("gateway_replica_failing", "gauge", "1 when the last sync of the database failed");
-    for (const auto& d : dbs) p.Sample("gateway_replica_failing", {{"db", d.name}}, d.last_error.empty() ? 0 : 1);
+    for (const auto& d : dbs)
+      p.Sample("gateway_replica_failing", {{"db", d.name}}, d.last_error.empty() ? 0 : 1);
     p.Family("gateway_replica_requests_total", "counter", "Requests sent to the replica store");
     p.Sample("gateway_replica_requests_total", static_cast<double>(stats.requests));
     p.Family("gateway_replica_bytes_sent_total", "counter", "Bytes uploaded to the replica store");
@@ -399,8 +424,8 @@ void Server::OnCheckpointTimer(uv_timer_t* timer) {
   if (self->checkpoint_running_) return;
   bool needed = false;
   // Only main: the cache and queue writers keep their own WALs small (see main.cc).
-  needed = self->databases_->CurrentInfo(services::DatabaseRole::kMain).wal_bytes >=
-           kCheckpointWalBytes;
+  needed =
+      self->databases_->CurrentInfo(services::DatabaseRole::kMain).wal_bytes >= kCheckpointWalBytes;
   if (!needed) return;
   self->checkpoint_running_ = true;
   uv_queue_work(&self->loop_, &self->checkpoint_req_, CheckpointWork, CheckpointDone);

@@ -20,9 +20,12 @@ Status BindKey(Statement* stmt, int key_index, int long_key_index, const StoredK
 
 Status BindValue(Statement* stmt, int index, const CacheValue& v) {
   switch (v.kind) {
-    case CacheValue::Kind::kInt: return stmt->BindInt(index, v.integer);
-    case CacheValue::Kind::kText: return stmt->BindText(index, v.bytes);
-    case CacheValue::Kind::kBytes: return stmt->BindBlob(index, v.bytes);
+    case CacheValue::Kind::kInt:
+      return stmt->BindInt(index, v.integer);
+    case CacheValue::Kind::kText:
+      return stmt->BindText(index, v.bytes);
+    case CacheValue::Kind::kBytes:
+      return stmt->BindBlob(index, v.bytes);
   }
   return Status::Internal("unknown value kind");
 }
@@ -53,12 +56,13 @@ CacheWriteResult Number(int64_t n) {
 }  // namespace
 
 Result<std::unique_ptr<CacheWriter>> CacheWriter::Start(const std::string& path,
-                                                       const SqliteTuning& tuning, Options options,
-                                                       const Clock* clock) {
+                                                        const SqliteTuning& tuning, Options options,
+                                                        const Clock* clock) {
   std::unique_ptr<CacheWriter> w(new CacheWriter(options, clock));
   Result<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path, SqliteDb::Mode::kReadWrite);
   if (!db.ok()) return db.status().WithContext("cache writer");
   w->db_ = std::move(*db);
+  w->busy_timeout_ms_ = tuning.busy_timeout_ms;
   GW_RETURN_IF_ERROR(ApplyTuning(w->db_.get(), tuning).WithContext("cache writer"));
   GW_RETURN_IF_ERROR(w->Prepare().WithContext("cache writer"));
   w->thread_ = std::thread([raw = w.get()] { raw->Run(); });
@@ -152,6 +156,7 @@ void CacheWriter::Submit(CacheWrite write, Done done) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
       queue_.push_back(Pending{std::move(write), std::move(done)});
+      ++unapplied_;
       cv_.notify_one();
       return;
     }
@@ -189,11 +194,16 @@ void CacheWriter::Publish() {
 void CacheWriter::Run() {
   // When the next expiry sweep is due (monotonic us); nullopt while nothing can expire, so an
   // idle cache sleeps until a write arrives instead of waking up every interval.
-  std::optional<int64_t> next_sweep = NextSweep();
+  std::optional<int64_t> next_sweep;
+  {
+    std::lock_guard<std::mutex> db_lock(db_mu_);
+    next_sweep = NextSweep();
+  }
   std::vector<Pending> batch;
   for (;;) {
     bool stop = false;
     bool flush_accesses = false;
+    bool recheck_sweep = false, budget_pass = false, truncate_wal = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       std::optional<int64_t> due = next_sweep;
@@ -202,7 +212,8 @@ void CacheWriter::Run() {
         due = due ? std::min(*due, flush_at) : flush_at;
       }
       auto ready = [&] {
-        return !queue_.empty() || stopping_ || (!due && !accesses_.empty());
+        return !queue_.empty() || stopping_ || recheck_sweep_ || budget_pass_ || truncate_wal_ ||
+               (!due && !accesses_.empty());
       };
       if (!ready()) {
         if (!due) {
@@ -217,13 +228,33 @@ void CacheWriter::Run() {
       }
       stop = stopping_ && queue_.empty();
       flush_accesses = !accesses_.empty() && (stop || !due || *due <= clock_->MonotonicMicros());
+      std::swap(recheck_sweep, recheck_sweep_);
+      std::swap(budget_pass, budget_pass_);
+      std::swap(truncate_wal, truncate_wal_);
     }
+    std::unique_lock<std::mutex> db_lock(db_mu_);
     if (!batch.empty()) {
+      const size_t applied = batch.size();
       ApplyBatch(&batch);
       batch.clear();
-      next_sweep = NextSweep();
-      MaybeTruncateWal();
+      recheck_sweep = truncate_wal = true;
+      std::lock_guard<std::mutex> lock(mu_);
+      unapplied_ -= applied;
     }
+    if (budget_pass) {
+      Result<WriteTransaction> txn = WriteTransaction::Begin(db_.get());
+      const int64_t entries_before = entries_, bytes_before = bytes_;
+      const int64_t evictions_before = evictions_.load();
+      if (txn.ok() && EnforceBudget(8).ok() && txn->Commit().ok()) {
+        Publish();
+      } else {
+        entries_ = entries_before;
+        bytes_ = bytes_before;
+        evictions_ = evictions_before;
+      }
+    }
+    if (recheck_sweep) next_sweep = NextSweep();
+    if (truncate_wal) MaybeTruncateWal();
     if (flush_accesses) {
       std::vector<std::pair<std::string, int64_t>> accesses;
       {
@@ -238,6 +269,52 @@ void CacheWriter::Run() {
     }
     if (stop) return;
   }
+}
+
+std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
+    const std::vector<CacheWrite>& writes) {
+  std::unique_lock<std::mutex> db_lock(db_mu_, std::try_to_lock);
+  if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread is busy with the database
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // Anything submitted before must be applied first: these writes would overtake it.
+    if (stopping_ || unapplied_ > 0) return std::nullopt;
+  }
+  // No waiting on the loop thread: if another connection (a checkpoint, the replicator) holds
+  // the write lock, the writer thread waits for it instead.
+  sqlite3_busy_timeout(db_->raw(), 0);
+  Result<WriteTransaction> txn = WriteTransaction::Begin(db_.get());
+  sqlite3_busy_timeout(db_->raw(), static_cast<int>(busy_timeout_ms_));
+  if (!txn.ok()) return std::nullopt;
+  std::vector<const CacheWrite*> pointers;
+  pointers.reserve(writes.size());
+  std::optional<int64_t> earliest_expiry;
+  for (const CacheWrite& w : writes) {
+    pointers.push_back(&w);
+    if (w.expiry.at_ms)
+      earliest_expiry = std::min(earliest_expiry.value_or(INT64_MAX), *w.expiry.at_ms);
+  }
+  std::vector<CacheWriteResult> results;
+  // One round of evictions at most here: a long eviction would stall every client of the loop;
+  // the writer thread finishes the job in its own transaction.
+  ApplyInTransaction(std::move(*txn), pointers, 1, &results);
+  const bool over_budget = OverBudget();
+  bool truncate = false;
+  if (options_.truncate_wal_bytes > 0) {
+    struct stat st;
+    truncate =
+        stat((db_->path() + "-wal").c_str(), &st) == 0 && st.st_size >= options_.truncate_wal_bytes;
+  }
+  db_lock.unlock();
+  const bool sooner = earliest_expiry && *earliest_expiry < known_earliest_ms_.load();
+  if (sooner || over_budget || truncate) {
+    std::lock_guard<std::mutex> lock(mu_);
+    recheck_sweep_ |= sooner;
+    budget_pass_ |= over_budget;
+    truncate_wal_ |= truncate;
+    cv_.notify_one();
+  }
+  return results;
 }
 
 void CacheWriter::MaybeTruncateWal() {
@@ -259,6 +336,7 @@ std::optional<int64_t> CacheWriter::NextSweep() {
   std::optional<int64_t> earliest_ms;
   if (row.ok() && *row && !(*stmt)->ColumnIsNull(0)) earliest_ms = (*stmt)->ColumnInt(0);
   (*stmt)->Reset();
+  known_earliest_ms_ = earliest_ms.value_or(INT64_MAX);
   if (!earliest_ms) return std::nullopt;
   // Sweeps are batched: due at the earliest expiry, but never sooner than sweep_interval after
   // the previous sweep.
@@ -268,41 +346,55 @@ std::optional<int64_t> CacheWriter::NextSweep() {
 }
 
 void CacheWriter::ApplyBatch(std::vector<Pending>* batch) {
+  std::vector<const CacheWrite*> writes;
+  writes.reserve(batch->size());
+  for (const Pending& p : *batch) writes.push_back(&p.write);
+  std::vector<CacheWriteResult> results;
+  Result<WriteTransaction> txn = WriteTransaction::Begin(db_.get());
+  if (!txn.ok()) {
+    const CacheWriteResult failure =
+        Fail(CacheError::kStorage,
+             "the cache database failed, nothing was written: " + txn.status().ToString());
+    for (Pending& p : *batch) p.done(failure);
+    return;
+  }
+  ApplyInTransaction(std::move(*txn), writes, 8, &results);
+  for (size_t i = 0; i < batch->size(); ++i) (*batch)[i].done(std::move(results[i]));
+}
+
+void CacheWriter::ApplyInTransaction(WriteTransaction txn,
+                                     const std::vector<const CacheWrite*>& writes,
+                                     int budget_rounds, std::vector<CacheWriteResult>* results) {
   const int64_t now = clock_->NowUnixMicros() / 1000;
   const int64_t entries_before = entries_, bytes_before = bytes_;
   const int64_t evictions_before = evictions_.load();
-  std::vector<CacheWriteResult> results;
-  results.reserve(batch->size());
+  results->clear();
+  results->reserve(writes.size());
   Status st;
-  Result<WriteTransaction> txn = WriteTransaction::Begin(db_.get());
-  if (!txn.ok()) st = txn.status();
-  for (size_t i = 0; st.ok() && i < batch->size(); ++i) {
-    Result<CacheWriteResult> r = Apply((*batch)[i].write, now);
+  for (size_t i = 0; st.ok() && i < writes.size(); ++i) {
+    Result<CacheWriteResult> r = Apply(*writes[i], now);
     if (!r.ok()) {
       st = r.status();
       break;
     }
-    results.push_back(std::move(*r));
+    results->push_back(std::move(*r));
   }
-  if (st.ok()) st = EnforceBudget();
-  if (st.ok()) st = txn->Commit();
+  if (st.ok()) st = EnforceBudget(budget_rounds);
+  if (st.ok()) st = txn.Commit();
   if (!st.ok()) {
-    // The transaction rolled back: nothing of this batch happened.
+    // `txn` rolls back as it goes out of scope: nothing of this batch happened.
     entries_ = entries_before;
     bytes_ = bytes_before;
     evictions_ = evictions_before;
-    const CacheWriteResult failure =
-        Fail(CacheError::kStorage, "the cache database failed, nothing was written: " +
-                                       st.ToString());
-    for (Pending& p : *batch) p.done(failure);
+    const CacheWriteResult failure = Fail(
+        CacheError::kStorage, "the cache database failed, nothing was written: " + st.ToString());
+    results->assign(writes.size(), failure);
     return;
   }
   Publish();
-  for (size_t i = 0; i < batch->size(); ++i) (*batch)[i].done(std::move(results[i]));
 }
 
-Result<CacheWriter::Row> CacheWriter::Lookup(const StoredKey& key, int64_t now,
-                                             CacheValue* value) {
+Result<CacheWriter::Row> CacheWriter::Lookup(const StoredKey& key, int64_t now, CacheValue* value) {
   Row row;
   lookup_.Reset();
   GW_RETURN_IF_ERROR(lookup_.BindBlob(1, key.key));
@@ -313,15 +405,21 @@ Result<CacheWriter::Row> CacheWriter::Lookup(const StoredKey& key, int64_t now,
     row.id = lookup_.ColumnInt(0);
     row.size = lookup_.ColumnInt(4);
     if (!lookup_.ColumnIsNull(3)) row.expiry.at_ms = lookup_.ColumnInt(3);
-    const bool same_key = key.long_key ? !lookup_.ColumnIsNull(1) &&
-                                             lookup_.ColumnBlob(1) == *key.long_key
-                                       : lookup_.ColumnIsNull(1);
+    const bool same_key = key.long_key
+                              ? !lookup_.ColumnIsNull(1) && lookup_.ColumnBlob(1) == *key.long_key
+                              : lookup_.ColumnIsNull(1);
     row.live = same_key && !row.expiry.expired(now);
     if (row.live && value != nullptr) {
       switch (lookup_.ColumnType(2)) {
-        case SQLITE_INTEGER: *value = CacheValue::Int(lookup_.ColumnInt(2)); break;
-        case SQLITE_TEXT: *value = CacheValue::Text(lookup_.ColumnText(2)); break;
-        default: *value = CacheValue::Bytes(lookup_.ColumnBlob(2)); break;
+        case SQLITE_INTEGER:
+          *value = CacheValue::Int(lookup_.ColumnInt(2));
+          break;
+        case SQLITE_TEXT:
+          *value = CacheValue::Text(lookup_.ColumnText(2));
+          break;
+        default:
+          *value = CacheValue::Bytes(lookup_.ColumnBlob(2));
+          break;
       }
     }
   }
@@ -461,9 +559,9 @@ Result<CacheWriteResult> CacheWriter::Apply(const CacheWrite& w, int64_t now) {
       }
       int64_t next = 0;
       if (__builtin_add_overflow(current.integer, w.delta, &next)) {
-        return Fail(CacheError::kOutOfRange,
-                    "incrementing " + std::to_string(current.integer) + " by " +
-                        std::to_string(w.delta) + " overflows a signed 64-bit integer");
+        return Fail(CacheError::kOutOfRange, "incrementing " + std::to_string(current.integer) +
+                                                 " by " + std::to_string(w.delta) +
+                                                 " overflows a signed 64-bit integer");
       }
       set_value_.Reset();
       GW_RETURN_IF_ERROR(set_value_.BindInt(1, row->id));
@@ -538,9 +636,15 @@ Result<int64_t> CacheWriter::PagesInUse() {
   return used;
 }
 
-Status CacheWriter::EnforceBudget() {
-  // Bounded work per batch: a few rounds of deletions, each of a bounded number of rows.
-  constexpr int kMaxRounds = 8;
+bool CacheWriter::OverBudget() {
+  if (options_.max_entries > 0 && entries_ > options_.max_entries) return true;
+  if (options_.max_size <= 0) return false;
+  Result<int64_t> used = PagesInUse();
+  return used.ok() && *used > options_.max_size / page_size_;
+}
+
+Status CacheWriter::EnforceBudget(int max_rounds) {
+  // Bounded work per transaction: a few rounds of deletions, each of a bounded number of rows.
   constexpr int64_t kMaxRowsPerRound = 4096;
   if (options_.max_entries > 0 && entries_ > options_.max_entries) {
     evict_.Reset();
@@ -554,7 +658,7 @@ Status CacheWriter::EnforceBudget() {
   // reused before the file is extended. Evicting down to 90% leaves room for the next batches.
   const int64_t budget_pages = options_.max_size / page_size_;
   const int64_t target_pages = budget_pages * 9 / 10;
-  for (int round = 0; round < kMaxRounds; ++round) {
+  for (int round = 0; round < max_rounds; ++round) {
     Result<int64_t> used = PagesInUse();
     if (!used.ok()) return used.status();
     if (*used <= budget_pages && round == 0) return Status::Ok();

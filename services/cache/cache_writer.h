@@ -1,14 +1,20 @@
-// CacheWriter: the one thread that writes the cache database.
+// CacheWriter: owns the cache database's write connection.
 //
-// Requests queue up; the thread takes everything queued (up to a bound) and applies it in one
-// BEGIN IMMEDIATE transaction (group commit), then enforces the size budget in the same
-// transaction, commits, and only then calls each request's completion. Expired entries are swept
-// in small separate transactions between batches, so neither a sweep nor an eviction holds the
-// write lock for long. With eviction = "lru", read times handed in by RecordAccess are written in
-// batches too.
+// Writes reach it two ways. The event loop first offers each iteration's writes to TryApplyNow,
+// which applies them at once on the loop thread in one transaction when that cannot reorder them:
+// nothing is queued for or running on the writer thread, and SQLite's write lock is free right
+// now. That saves the two thread hand-offs a write otherwise costs. Whatever TryApplyNow declines
+// goes to Submit: requests queue up for the writer thread, which takes everything queued (up to a
+// bound) and applies it in one BEGIN IMMEDIATE transaction (group commit). Either way the size
+// budget is enforced in the same transaction, and only after the commit does anyone hear the
+// outcome. Expired entries are swept in small separate transactions on the writer thread, so
+// neither a sweep nor an eviction holds the write lock for long. With eviction = "lru", read
+// times handed in by RecordAccess are written in batches too.
 //
-// Threads: Submit, RecordAccess, Counters and Stop may be called from any thread. Completions run
-// on the writer thread; they must be quick and must not call back into the writer.
+// Threads: Submit, RecordAccess, Counters and Stop may be called from any thread; TryApplyNow
+// from one thread (the loop's). The connection is used under db_mu_ by whichever thread holds
+// it. Submit's completions run on the writer thread; they must be quick and must not call back
+// into the writer.
 #pragma once
 
 #include <atomic>
@@ -50,9 +56,9 @@ enum class CacheOp {
 
 struct CacheWrite {
   CacheOp op = CacheOp::kSet;
-  StoredKey key;     // single-key ops
-  CacheValue value;  // set, add; lock and unlock: the token
-  Expiry expiry;     // set, set_many, add, touch, expire, lock
+  StoredKey key;                                        // single-key ops
+  CacheValue value;                                     // set, add; lock and unlock: the token
+  Expiry expiry;                                        // set, set_many, add, touch, expire, lock
   std::vector<std::pair<StoredKey, CacheValue>> items;  // set_many
   std::vector<StoredKey> keys;                          // delete_many
   int64_t delta = 0;                                    // incr
@@ -113,6 +119,12 @@ class CacheWriter {
 
   // Queues a write; `done` runs on the writer thread after the commit (or the failure).
   void Submit(CacheWrite write, Done done);
+  // Applies `writes` now, on the calling thread, in one transaction, if that keeps them in order
+  // behind every write submitted before (nothing queued or running on the writer thread) and the
+  // write lock can be had without waiting. Returns their results, in order (each kStorage when the
+  // database failed and the transaction rolled back), or nullopt when the caller must Submit
+  // them instead.
+  std::optional<std::vector<CacheWriteResult>> TryApplyNow(const std::vector<CacheWrite>& writes);
   // Records that `stored_keys` were read at `at_ms` (lru only; ignored otherwise).
   void RecordAccess(std::vector<std::string> stored_keys, int64_t at_ms);
   CacheCounters Counters() const;
@@ -138,6 +150,11 @@ class CacheWriter {
   Status Prepare();
   void Run();
   void ApplyBatch(std::vector<Pending>* batch);
+  // Applies `writes` in one transaction already begun, enforces the budget with at most
+  // `budget_rounds` rounds of evictions and commits; fills `results`. On failure everything rolled
+  // back, counters included, and `results` holds one kStorage failure per write.
+  void ApplyInTransaction(WriteTransaction txn, const std::vector<const CacheWrite*>& writes,
+                          int budget_rounds, std::vector<CacheWriteResult>* results);
   Result<CacheWriteResult> Apply(const CacheWrite& w, int64_t now);
   Result<Row> Lookup(const StoredKey& key, int64_t now, CacheValue* value);
   Status Put(const StoredKey& key, const CacheValue& value, const Expiry& expiry, int64_t now);
@@ -145,7 +162,8 @@ class CacheWriter {
   // Deletes with a statement that RETURNs size; returns rows removed.
   Result<int64_t> DeleteReturningSizes(Statement* stmt);
   Status Cull(int64_t max_entries, int64_t frequency);
-  Status EnforceBudget();
+  Status EnforceBudget(int max_rounds);
+  bool OverBudget();
   Result<int64_t> PagesInUse();
   void SweepExpired(int64_t now);
   // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
@@ -159,13 +177,24 @@ class CacheWriter {
 
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<Pending> queue_;                                 // guarded by mu_
-  std::vector<std::pair<std::string, int64_t>> accesses_;     // guarded by mu_
-  bool stopping_ = false;                                     // guarded by mu_
+  std::deque<Pending> queue_;                              // guarded by mu_
+  std::vector<std::pair<std::string, int64_t>> accesses_;  // guarded by mu_
+  bool stopping_ = false;                                  // guarded by mu_
+  // Submitted writes not yet applied, queued or in the writer thread's current batch.
+  size_t unapplied_ = 0;  // guarded by mu_
+  // Work TryApplyNow leaves to the writer thread: look at the next expiry again (a write brought
+  // it forward), finish evicting down to the budget, empty a large WAL.
+  bool recheck_sweep_ = false;  // guarded by mu_
+  bool budget_pass_ = false;    // guarded by mu_
+  bool truncate_wal_ = false;   // guarded by mu_
   std::thread thread_;
+  // The earliest expiry the writer thread's sweep schedule knows of (Unix ms; INT64_MAX: none).
+  std::atomic<int64_t> known_earliest_ms_{INT64_MAX};
 
-  // Writer thread only.
+  // Whoever holds db_mu_: the writer thread, or the loop thread inside TryApplyNow.
+  std::mutex db_mu_;
   std::unique_ptr<SqliteDb> db_;
+  int64_t busy_timeout_ms_ = 5000;
   Statement lookup_, put_, update_, delete_id_, set_expiry_, set_value_, clear_prefix_, clear_all_;
   Statement evict_, sweep_, touch_access_, page_count_, freelist_count_;
   int64_t page_size_ = 4096;

@@ -314,5 +314,106 @@ TEST_F(CacheTest, GroupCommitAnswersEveryConcurrentWriter) {
   EXPECT_EQ(Get("g4999")->integer, 4999);
 }
 
+CacheWrite SetWrite(std::string_view key, int64_t value) {
+  CacheWrite w;
+  w.op = CacheOp::kSet;
+  w.key = StoredKey::From(key);
+  w.value = CacheValue::Int(value);
+  return w;
+}
+
+TEST_F(CacheTest, TryApplyNowAppliesAtOnceWhenTheWriterIsIdle) {
+  Open();
+  std::vector<CacheWrite> writes;
+  writes.push_back(SetWrite("a", 1));
+  writes.push_back(SetWrite("b", 2));
+  CacheWrite del;
+  del.op = CacheOp::kDelete;
+  del.key = StoredKey::From("a");
+  writes.push_back(std::move(del));
+  std::optional<std::vector<CacheWriteResult>> results = writer_->TryApplyNow(writes);
+  ASSERT_TRUE(results.has_value());
+  ASSERT_EQ(results->size(), 3u);
+  EXPECT_TRUE((*results)[0].flag);
+  EXPECT_TRUE((*results)[2].flag);  // the delete saw the set before it, in the same transaction
+  EXPECT_FALSE(Get("a"));
+  EXPECT_EQ(Get("b")->integer, 2);  // committed: another connection sees it
+  EXPECT_EQ(writer_->Counters().entries, 1);
+}
+
+TEST_F(CacheTest, TryApplyNowNeverWaitsForTheWriteLockAndNeverOvertakesQueuedWrites) {
+  Open();
+  auto other = SqliteDb::Open(dir_.File("cache.db"), SqliteDb::Mode::kReadWrite);
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->Exec("BEGIN IMMEDIATE").ok());  // as a checkpoint or the replicator would
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(writer_->TryApplyNow({SetWrite("k", 1)}).has_value());
+  // The writer's busy_timeout is 5 s; declining must not wait for it.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+  // The declined write goes to the thread, which waits for the lock.
+  std::promise<CacheWriteResult> first;
+  writer_->Submit(SetWrite("k", 1), [&](CacheWriteResult r) { first.set_value(std::move(r)); });
+  // Lock released or not, a later write must not overtake the queued one.
+  EXPECT_FALSE(writer_->TryApplyNow({SetWrite("k", 2)}).has_value());
+  std::promise<CacheWriteResult> second;
+  writer_->Submit(SetWrite("k", 2), [&](CacheWriteResult r) { second.set_value(std::move(r)); });
+  ASSERT_TRUE((*other)->Exec("COMMIT").ok());
+  EXPECT_EQ(first.get_future().get().error, CacheError::kNone);
+  EXPECT_EQ(second.get_future().get().error, CacheError::kNone);
+  EXPECT_EQ(Get("k")->integer, 2);
+  // Everything queued is applied: the fast path is open again.
+  std::optional<std::vector<CacheWriteResult>> now = writer_->TryApplyNow({SetWrite("k", 3)});
+  ASSERT_TRUE(now.has_value());
+  EXPECT_EQ(Get("k")->integer, 3);
+}
+
+TEST_F(CacheTest, TryApplyNowWakesTheSweepForAnEarlierExpiry) {
+  Open();
+  // The writer thread sleeps with no sweep due: nothing can expire yet.
+  Set("forever", CacheValue::Int(1));
+  CacheWrite w = SetWrite("soon", 1);
+  w.expiry = Expiry::After(1, NowMs());
+  ASSERT_TRUE(writer_->TryApplyNow({std::move(w)}).has_value());
+  clock_.Advance(2'000'000);
+  for (int i = 0; i < 500 && writer_->Counters().expirations == 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(writer_->Counters().expirations, 1);
+  EXPECT_EQ(writer_->Counters().entries, 1);
+}
+
+TEST_F(CacheTest, TryApplyNowLeavesLongEvictionsToTheWriterThread) {
+  CacheWriter::Options options;
+  options.max_size = 2 << 20;
+  Open(options);
+  const std::string value(10'000, 'v');
+  for (int i = 0; i < 2000; ++i) {  // 20 MB, ten times the budget, all through the fast path
+    CacheWrite w;
+    w.op = CacheOp::kSet;
+    w.key = StoredKey::From("k" + std::to_string(i));
+    w.value = CacheValue::Bytes(value);
+    std::vector<CacheWrite> one;
+    one.push_back(std::move(w));
+    std::optional<std::vector<CacheWriteResult>> r = writer_->TryApplyNow(one);
+    if (!r) {
+      ASSERT_EQ(Write(std::move(one[0])).error, CacheError::kNone);
+    } else {
+      ASSERT_EQ((*r)[0].error, CacheError::kNone);
+    }
+  }
+  // The thread's budget pass runs after the last write; wait for it.
+  auto db = SqliteDb::Open(dir_.File("cache.db"), SqliteDb::Mode::kReadOnly);
+  ASSERT_TRUE(db.ok());
+  int64_t bytes = 0;
+  for (int i = 0; i < 500; ++i) {
+    bytes = *(*db)->QueryInt("PRAGMA page_count") * *(*db)->QueryInt("PRAGMA page_size");
+    if (bytes <= (2 << 20) * 11 / 10) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_LE(bytes, (2 << 20) * 11 / 10);
+  EXPECT_TRUE(Get("k1999"));
+  EXPECT_FALSE(Get("k0"));
+}
+
 }  // namespace
 }  // namespace services::cache
