@@ -239,7 +239,7 @@ int RunServer(const Config& config, int64_t lease_wait_ms) {
   // (it must ship frames before any checkpoint lets them be overwritten).
   constexpr int64_t kTruncateWalBytes = 16 << 20;
   const int64_t truncate_wal = *replica_client ? 0 : kTruncateWalBytes;
-  cache_options.truncate_wal_bytes = truncate_wal;
+  cache_options.restart_wal_bytes = truncate_wal;
   cache_options.eviction = config.cache.eviction == "lru"
                                ? services::cache::Eviction::kLeastRecentlyUsed
                            : config.cache.eviction == "least-recently-stored"

@@ -65,6 +65,8 @@ Result<std::unique_ptr<CacheWriter>> CacheWriter::Start(const std::string& path,
   w->busy_timeout_ms_ = tuning.busy_timeout_ms;
   GW_RETURN_IF_ERROR(ApplyTuning(w->db_.get(), tuning).WithContext("cache writer"));
   GW_RETURN_IF_ERROR(w->Prepare().WithContext("cache writer"));
+  // After the tuning: its wal_autocheckpoint = 0 cleared the hook this replaces.
+  sqlite3_wal_hook(w->db_->raw(), OnWalCommit, w.get());
   w->thread_ = std::thread([raw = w.get()] { raw->Run(); });
   return w;
 }
@@ -203,7 +205,7 @@ void CacheWriter::Run() {
   for (;;) {
     bool stop = false;
     bool flush_accesses = false;
-    bool recheck_sweep = false, budget_pass = false, truncate_wal = false;
+    bool recheck_sweep = false, budget_pass = false, restart_wal = false;
     {
       std::unique_lock<std::mutex> lock(mu_);
       std::optional<int64_t> due = next_sweep;
@@ -212,7 +214,7 @@ void CacheWriter::Run() {
         due = due ? std::min(*due, flush_at) : flush_at;
       }
       auto ready = [&] {
-        return !queue_.empty() || stopping_ || recheck_sweep_ || budget_pass_ || truncate_wal_ ||
+        return !queue_.empty() || stopping_ || recheck_sweep_ || budget_pass_ || restart_wal_ ||
                (!due && !accesses_.empty());
       };
       if (!ready()) {
@@ -230,14 +232,14 @@ void CacheWriter::Run() {
       flush_accesses = !accesses_.empty() && (stop || !due || *due <= clock_->MonotonicMicros());
       std::swap(recheck_sweep, recheck_sweep_);
       std::swap(budget_pass, budget_pass_);
-      std::swap(truncate_wal, truncate_wal_);
+      std::swap(restart_wal, restart_wal_);
     }
     std::unique_lock<std::mutex> db_lock(db_mu_);
     if (!batch.empty()) {
       const size_t applied = batch.size();
       ApplyBatch(&batch);
       batch.clear();
-      recheck_sweep = truncate_wal = true;
+      recheck_sweep = restart_wal = true;
       std::lock_guard<std::mutex> lock(mu_);
       unapplied_ -= applied;
     }
@@ -254,7 +256,7 @@ void CacheWriter::Run() {
       }
     }
     if (recheck_sweep) next_sweep = NextSweep();
-    if (truncate_wal) MaybeTruncateWal();
+    if (restart_wal) MaybeRestartWal();
     if (flush_accesses) {
       std::vector<std::pair<std::string, int64_t>> accesses;
       {
@@ -299,33 +301,35 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
   // the writer thread finishes the job in its own transaction.
   ApplyInTransaction(std::move(*txn), pointers, 1, &results);
   const bool over_budget = OverBudget();
-  bool truncate = false;
-  if (options_.truncate_wal_bytes > 0) {
-    struct stat st;
-    truncate =
-        stat((db_->path() + "-wal").c_str(), &st) == 0 && st.st_size >= options_.truncate_wal_bytes;
+  bool restart = false;
+  if (options_.restart_wal_bytes > 0) {
+    restart = wal_frames_ * page_size_ >= options_.restart_wal_bytes;
   }
   db_lock.unlock();
   const bool sooner = earliest_expiry && *earliest_expiry < known_earliest_ms_.load();
-  if (sooner || over_budget || truncate) {
+  if (sooner || over_budget || restart) {
     std::lock_guard<std::mutex> lock(mu_);
     recheck_sweep_ |= sooner;
     budget_pass_ |= over_budget;
-    truncate_wal_ |= truncate;
+    restart_wal_ |= restart;
     cv_.notify_one();
   }
   return results;
 }
 
-void CacheWriter::MaybeTruncateWal() {
-  if (options_.truncate_wal_bytes <= 0) return;
-  struct stat st;
-  if (stat((db_->path() + "-wal").c_str(), &st) != 0 || st.st_size < options_.truncate_wal_bytes) {
+void CacheWriter::MaybeRestartWal() {
+  if (options_.restart_wal_bytes <= 0 || wal_frames_ * page_size_ < options_.restart_wal_bytes) {
     return;
   }
   // We are the only writer and hold no transaction now: the checkpoint waits only for readers,
-  // which are brief, and then the WAL starts over from an empty file.
-  (void)db_->Exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  // which are brief, and then the next commit writes the WAL from its start.
+  if (db_->Exec("PRAGMA wal_checkpoint(RESTART)").ok()) wal_frames_ = 0;
+}
+
+int CacheWriter::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
+  // Runs inside the commit, on the thread holding db_mu_.
+  static_cast<CacheWriter*>(self)->wal_frames_ = frames;
+  return SQLITE_OK;
 }
 
 std::optional<int64_t> CacheWriter::NextSweep() {

@@ -105,9 +105,12 @@ class CacheWriter {
     int64_t sweep_interval_ms = 1000;
     int64_t sweep_batch = 500;   // rows per sweep transaction
     size_t max_batch_ops = 512;  // requests per group commit
-    // Without a replica (which checkpoints as it ships), the writer empties the WAL itself with a
-    // TRUNCATE checkpoint between batches once it is this large; 0 = leave it to others.
-    int64_t truncate_wal_bytes = 0;
+    // Without a replica (which checkpoints as it ships), the writer checkpoints the WAL itself
+    // between batches once its frames add up to this much, with RESTART so the next commit
+    // writes from the start of the file again (the file keeps its size, up to
+    // journal_size_limit: rewriting pages already allocated is cheaper than growing a truncated
+    // file again); 0 = leave it to others.
+    int64_t restart_wal_bytes = 0;
   };
   using Done = std::function<void(CacheWriteResult)>;
 
@@ -168,7 +171,8 @@ class CacheWriter {
   void SweepExpired(int64_t now);
   // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
   std::optional<int64_t> NextSweep();
-  void MaybeTruncateWal();
+  void MaybeRestartWal();
+  static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
   void FlushAccessTimes(std::vector<std::pair<std::string, int64_t>>* accesses);
   void Publish();
 
@@ -186,7 +190,7 @@ class CacheWriter {
   // it forward), finish evicting down to the budget, empty a large WAL.
   bool recheck_sweep_ = false;  // guarded by mu_
   bool budget_pass_ = false;    // guarded by mu_
-  bool truncate_wal_ = false;   // guarded by mu_
+  bool restart_wal_ = false;    // guarded by mu_
   std::thread thread_;
   // The earliest expiry the writer thread's sweep schedule knows of (Unix ms; INT64_MAX: none).
   std::atomic<int64_t> known_earliest_ms_{INT64_MAX};
@@ -195,6 +199,7 @@ class CacheWriter {
   std::mutex db_mu_;
   std::unique_ptr<SqliteDb> db_;
   int64_t busy_timeout_ms_ = 5000;
+  int64_t wal_frames_ = 0;  // frames in the WAL after the last commit (sqlite3_wal_hook)
   Statement lookup_, put_, update_, delete_id_, set_expiry_, set_value_, clear_prefix_, clear_all_;
   Statement evict_, sweep_, touch_access_, page_count_, freelist_count_;
   int64_t page_size_ = 4096;
