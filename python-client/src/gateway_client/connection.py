@@ -92,6 +92,7 @@ class Connection:
             else selectors.SelectSelector()
         )
         self._selector.register(sock, selectors.EVENT_READ)
+        self._events = selectors.EVENT_READ  # what the selector watches, to skip no-op modify()
 
     @property
     def closed(self) -> bool:
@@ -195,7 +196,9 @@ class Connection:
             while missing:
                 want_write = sent < len(view)
                 events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
-                self._selector.modify(sock, events)
+                if events != self._events:
+                    self._selector.modify(sock, events)
+                    self._events = events
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(
