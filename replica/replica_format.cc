@@ -23,8 +23,6 @@ using services::Status;
 constexpr char kSegmentMagic[8] = {'G', 'W', 'S', 'E', 'G', 0, 0, 1};
 constexpr char kSnapshotMagic[8] = {'G', 'W', 'S', 'N', 'A', 'P', 0, 1};
 constexpr uint32_t kFormatVersion = 1;
-// Compression level 3 is zstd's default: fast enough to keep up with a busy WAL.
-constexpr int kZstdLevel = 3;
 
 constexpr auto Put32 = PutBe32;
 constexpr auto Put64 = PutBe64;
@@ -35,6 +33,9 @@ class Sha256 {
  public:
   Sha256() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
   ~Sha256() { EVP_MD_CTX_free(ctx_); }
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
+  void Reset() { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
   void Update(std::string_view data) { EVP_DigestUpdate(ctx_, data.data(), data.size()); }
   std::string Final() {
     unsigned char d[EVP_MAX_MD_SIZE];
@@ -46,18 +47,6 @@ class Sha256 {
  private:
   EVP_MD_CTX* ctx_;
 };
-
-std::string Compress(std::string_view body) {
-  std::string out(ZSTD_compressBound(body.size()), '\0');
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, kZstdLevel);
-  // zstd's own frame checksum catches damage before the body is even parsed.
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
-  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), body.data(), body.size());
-  ZSTD_freeCCtx(cctx);
-  out.resize(ZSTD_isError(n) ? 0 : n);
-  return out;
-}
 
 // The most a segment body may hold: far above what a sync or a merge writes (64 MiB of pages and
 // 32 MiB merges), far below what would exhaust memory.
@@ -210,70 +199,144 @@ Result<ObjectHeader> DecodeHeader(std::string_view bytes) {
   return h;
 }
 
-std::string EncodeSegment(ObjectHeader header, const std::vector<SegmentTransaction>& txns) {
-  // Sized once: growing a body of tens of MiB by appends copied it over and over.
-  size_t size = 0;
-  for (const SegmentTransaction& t : txns) {
-    size += 24;
-    for (const WalPage& p : t.pages) size += 4 + p.data.size();
-  }
-  std::string body;
-  body.reserve(size);
-  for (const SegmentTransaction& t : txns) {
-    Put64(&body, t.txid);
-    Put64(&body, static_cast<uint64_t>(t.time_ms));
-    Put32(&body, t.db_pages);
-    Put32(&body, static_cast<uint32_t>(t.pages.size()));
-    for (const WalPage& p : t.pages) {
-      Put32(&body, p.pgno);
-      body += p.data;
-    }
-  }
+// A zstd stream and its output buffer. Each thread keeps the last one a builder released:
+// creating a context allocates and clears megabytes of tables, which cost more than compressing
+// one small segment, and a fresh output buffer costs page faults every round.
+struct SegmentBuilder::Stream {
+  std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx{ZSTD_createCCtx(), ZSTD_freeCCtx};
+  std::string out = std::string(ZSTD_CStreamOutSize(), '\0');
   Sha256 sha;
-  sha.Update(body);
-  header.kind = ObjectKind::kSegment;
-  header.body_bytes = body.size();
-  header.body_sha256 = sha.Final();
-  std::string object = EncodeHeader(header);
-  object += Compress(body);
-  return object;
+};
+
+thread_local std::unique_ptr<SegmentBuilder::Stream> SegmentBuilder::spare_;
+
+SegmentBuilder::SegmentBuilder(int zstd_level) : stream_(std::move(spare_)) {
+  if (!stream_) stream_ = std::make_unique<Stream>();
+  ZSTD_CCtx_reset(stream_->cctx.get(), ZSTD_reset_session_and_parameters);
+  ZSTD_CCtx_setParameter(stream_->cctx.get(), ZSTD_c_compressionLevel, zstd_level);
+  // zstd's own frame checksum catches damage before the body is even parsed.
+  ZSTD_CCtx_setParameter(stream_->cctx.get(), ZSTD_c_checksumFlag, 1);
+  stream_->sha.Reset();
+  object_.assign(kObjectHeaderBytes, '\0');
 }
 
-Result<std::vector<SegmentTransaction>> DecodeSegment(std::string_view object,
-                                                      ObjectHeader* header) {
+SegmentBuilder::~SegmentBuilder() { spare_ = std::move(stream_); }
+
+void SegmentBuilder::Add(std::string_view piece) {
+  stream_->sha.Update(piece);
+  body_bytes_ += piece.size();
+  ZSTD_inBuffer in{piece.data(), piece.size(), 0};
+  while (in.pos < in.size) {
+    ZSTD_outBuffer out{stream_->out.data(), stream_->out.size(), 0};
+    // Only fails on misuse (bad parameters), never on data; Finish checks the frame's end.
+    (void)ZSTD_compressStream2(stream_->cctx.get(), &out, &in, ZSTD_e_continue);
+    object_.append(stream_->out.data(), out.pos);
+  }
+}
+
+void SegmentBuilder::AddTransaction(uint64_t txid, int64_t time_ms, uint32_t db_pages,
+                                    const std::vector<WalPage>& pages) {
+  std::string head;
+  head.reserve(24);
+  Put64(&head, txid);
+  Put64(&head, static_cast<uint64_t>(time_ms));
+  Put32(&head, db_pages);
+  Put32(&head, static_cast<uint32_t>(pages.size()));
+  Add(head);
+  for (const WalPage& p : pages) {
+    unsigned char pgno[4];
+    for (int i = 0; i < 4; ++i) pgno[i] = static_cast<unsigned char>(p.pgno >> (8 * (3 - i)));
+    Add(std::string_view(reinterpret_cast<const char*>(pgno), 4));
+    Add(p.data);
+  }
+}
+
+void SegmentBuilder::AddEncoded(std::string_view transactions) { Add(transactions); }
+
+std::string SegmentBuilder::Finish(ObjectHeader header) {
+  ZSTD_inBuffer in{nullptr, 0, 0};
+  for (;;) {
+    ZSTD_outBuffer out{stream_->out.data(), stream_->out.size(), 0};
+    const size_t left = ZSTD_compressStream2(stream_->cctx.get(), &out, &in, ZSTD_e_end);
+    object_.append(stream_->out.data(), out.pos);
+    if (ZSTD_isError(left) || left == 0) break;
+  }
+  header.kind = ObjectKind::kSegment;
+  header.body_bytes = body_bytes_;
+  header.body_sha256 = stream_->sha.Final();
+  const std::string encoded = EncodeHeader(header);
+  object_.replace(0, kObjectHeaderBytes, encoded);
+  return std::move(object_);
+}
+
+std::string EncodeSegment(ObjectHeader header, const std::vector<SegmentTransaction>& txns) {
+  SegmentBuilder builder(kDefaultZstdLevel);
+  for (const SegmentTransaction& t : txns) {
+    builder.AddTransaction(t.txid, t.time_ms, t.db_pages, t.pages);
+  }
+  return builder.Finish(header);
+}
+
+Result<std::string> DecodeSegmentBody(std::string_view object, ObjectHeader* header,
+                                      bool verify_checksum) {
   Result<ObjectHeader> h = DecodeHeader(object);
   if (!h.ok()) return h.status();
   if (h->kind != ObjectKind::kSegment) return Status::Corruption("object is not a segment");
   Result<std::string> body = Decompress(object.substr(kObjectHeaderBytes), h->body_bytes);
   if (!body.ok()) return body.status();
-  Sha256 sha;
-  sha.Update(*body);
-  if (sha.Final() != h->body_sha256) return Status::Corruption("segment checksum mismatch");
-  std::vector<SegmentTransaction> out;
-  const auto* p = reinterpret_cast<const unsigned char*>(body->data());
+  if (verify_checksum) {
+    Sha256 sha;
+    sha.Update(*body);
+    if (sha.Final() != h->body_sha256) return Status::Corruption("segment checksum mismatch");
+  }
+  *header = *h;
+  return body;
+}
+
+Result<std::vector<EncodedTransaction>> IndexSegmentBody(std::string_view body,
+                                                         uint32_t page_size) {
+  std::vector<EncodedTransaction> out;
+  const auto* p = reinterpret_cast<const unsigned char*>(body.data());
   size_t off = 0;
-  const size_t n = body->size();
+  const size_t n = body.size();
   while (off < n) {
     if (n - off < 24) return Status::Corruption("segment ends inside a transaction header");
-    SegmentTransaction t;
-    t.txid = Get64(p + off);
-    t.time_ms = static_cast<int64_t>(Get64(p + off + 8));
-    t.db_pages = Get32(p + off + 16);
     const uint32_t pages = Get32(p + off + 20);
-    off += 24;
-    if (pages > (n - off) / (4 + h->page_size)) {
+    if (pages > (n - off - 24) / (4 + size_t{page_size})) {
       return Status::Corruption("segment transaction claims more pages than it holds");
     }
+    const size_t bytes = 24 + size_t{pages} * (4 + page_size);
+    out.push_back({Get64(p + off), off, bytes});
+    off += bytes;
+  }
+  return out;
+}
+
+Result<std::vector<SegmentTransaction>> DecodeSegment(std::string_view object,
+                                                      ObjectHeader* header) {
+  ObjectHeader h;
+  Result<std::string> body = DecodeSegmentBody(object, &h);
+  if (!body.ok()) return body.status();
+  Result<std::vector<EncodedTransaction>> index = IndexSegmentBody(*body, h.page_size);
+  if (!index.ok()) return index.status();
+  std::vector<SegmentTransaction> out;
+  out.reserve(index->size());
+  const auto* p = reinterpret_cast<const unsigned char*>(body->data());
+  for (const EncodedTransaction& e : *index) {
+    SegmentTransaction t;
+    t.txid = e.txid;
+    t.time_ms = static_cast<int64_t>(Get64(p + e.offset + 8));
+    t.db_pages = Get32(p + e.offset + 16);
+    const uint32_t pages = Get32(p + e.offset + 20);
+    t.pages.reserve(pages);
+    size_t off = e.offset + 24;
     for (uint32_t i = 0; i < pages; ++i) {
-      WalPage page;
-      page.pgno = Get32(p + off);
-      page.data.assign(body->data() + off + 4, h->page_size);
-      off += 4 + h->page_size;
-      t.pages.push_back(std::move(page));
+      t.pages.push_back(WalPage{Get32(p + off), std::string(body->data() + off + 4, h.page_size)});
+      off += 4 + h.page_size;
     }
     out.push_back(std::move(t));
   }
-  *header = *h;
+  *header = h;
   return out;
 }
 
@@ -288,7 +351,7 @@ Status WriteSnapshotFile(const std::string& db_path, ObjectHeader header,
   // The header goes first but holds the body's checksum: write a placeholder, fix it at the end.
   GW_RETURN_IF_ERROR(WriteAll(out.get(), std::string(kObjectHeaderBytes, '\0'), out_path));
   std::unique_ptr<ZSTD_CCtx, decltype(&ZSTD_freeCCtx)> cctx(ZSTD_createCCtx(), ZSTD_freeCCtx);
-  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, kZstdLevel);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, kDefaultZstdLevel);
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
   Sha256 sha;
   std::string in_buf(1 << 20, '\0');

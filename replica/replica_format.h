@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -48,8 +49,58 @@ struct SegmentTransaction {
   std::vector<WalPage> pages;
 };
 
-// A whole segment object: header + compressed body.
+// zstd levels: level-0 segments are written while writers wait for the CPU, so they take the
+// fastest level that still compresses pages well; merges and snapshots run rarely and take zstd's
+// default. Not visible in the format: any zstd frame reads the same.
+inline constexpr int kFastZstdLevel = 1;
+inline constexpr int kDefaultZstdLevel = 3;
+
+// Writes a segment object while its body is being produced: each piece of the body goes through
+// SHA-256 and the zstd stream as it comes, so the body itself is never held in memory (a busy round
+// reads tens of MiB of pages, and a merge copies its inputs' transactions). Pages come from
+// wherever the caller holds them (a WAL read, another segment's body). One thread at a time.
+class SegmentBuilder {
+ public:
+  explicit SegmentBuilder(int zstd_level);
+  ~SegmentBuilder();
+  SegmentBuilder(const SegmentBuilder&) = delete;
+  SegmentBuilder& operator=(const SegmentBuilder&) = delete;
+
+  void AddTransaction(uint64_t txid, int64_t time_ms, uint32_t db_pages,
+                      const std::vector<WalPage>& pages);
+  // Appends whole encoded transactions as they are (a run cut from a verified segment body).
+  void AddEncoded(std::string_view transactions);
+  uint64_t body_bytes() const { return body_bytes_; }
+  // The object: `header` (kind, body size and checksum filled in here) + the compressed body.
+  // Call once.
+  std::string Finish(ObjectHeader header);
+
+ private:
+  struct Stream;
+  static thread_local std::unique_ptr<Stream> spare_;  // the last stream released on this thread
+  void Add(std::string_view piece);
+  std::unique_ptr<Stream> stream_;
+  std::string object_;  // the header's room, then the compressed body so far
+  uint64_t body_bytes_ = 0;
+};
+
+// A whole segment object: header + compressed body (at kDefaultZstdLevel).
 std::string EncodeSegment(ObjectHeader header, const std::vector<SegmentTransaction>& txns);
+
+// Where one transaction sits in a segment body.
+struct EncodedTransaction {
+  uint64_t txid = 0;
+  size_t offset = 0;  // of its 24-byte header in the body
+  size_t bytes = 0;   // header and pages
+};
+
+// Decompresses a segment object and verifies its checksum (skipped with `verify_checksum` false:
+// only for an object this process encoded and kept in memory); returns the raw body.
+services::Result<std::string> DecodeSegmentBody(std::string_view object, ObjectHeader* header,
+                                                bool verify_checksum = true);
+// Checks a body's structure and says where each transaction is, without copying pages.
+services::Result<std::vector<EncodedTransaction>> IndexSegmentBody(std::string_view body,
+                                                                   uint32_t page_size);
 // Decodes and verifies (header, checksum, structure) a segment object.
 services::Result<std::vector<SegmentTransaction>> DecodeSegment(std::string_view object,
                                                                 ObjectHeader* header);

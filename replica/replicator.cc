@@ -100,16 +100,21 @@ class Replicator::DbShipper {
       recent_.pop_front();
     }
   }
-  // An object Remember() still holds (and forgets it: a merge reads each input once).
-  Result<std::string> Recalled(const std::string& key) {
-    for (auto it = recent_.begin(); it != recent_.end(); ++it) {
-      if (it->first != key) continue;
-      std::string object = std::move(it->second);
-      recent_bytes_ -= object.size();
-      recent_.erase(it);
-      return object;
+  // An object Remember() still holds. (A copy: an input a merge reads but stops before stays
+  // remembered for the next merge; Forget() drops the merged ones.)
+  Result<std::string> Recalled(const std::string& key) const {
+    for (const auto& [k, object] : recent_) {
+      if (k == key) return object;
     }
     return Status::NotFound(key);
+  }
+  void Forget(const std::string& key) {
+    for (auto it = recent_.begin(); it != recent_.end(); ++it) {
+      if (it->first != key) continue;
+      recent_bytes_ -= it->second.size();
+      recent_.erase(it);
+      return;
+    }
   }
 
  private:
@@ -117,6 +122,7 @@ class Replicator::DbShipper {
     std::string key;
     uint64_t first_txid;
     uint64_t last_txid;
+    uint64_t body_bytes = 0;  // 0: unknown (listed at start, not uploaded by this run)
   };
 
   int64_t NowMs() const { return clock_->NowUnixMicros() / 1000; }
@@ -348,14 +354,17 @@ Status Replicator::DbShipper::Sync() {
     pos_ = StartOf(hdr);
     own_complete_ = false;
   }
-  // What is committed but not yet shipped, known before shipping so that status shows a backlog
-  // even while the store is failing.
-  Result<uint64_t> pending = CountCommittedFrames(wal_path_, wal_, pos_);
-  if (pending.ok()) status_.pending_frames = *pending;
   status_.wal_bytes = FileSize(wal_path_);
   const uint64_t shipped_from = pos_.frames;
   Result<bool> caught_up = ShipWal();
-  if (!caught_up.ok()) return caught_up.status();
+  if (!caught_up.ok()) {
+    // What is committed but not yet shipped, so status shows a backlog while the store fails.
+    // (Counted only then: counting walks every unshipped frame once more, which a round that
+    // ships them does anyway.)
+    Result<uint64_t> pending = CountCommittedFrames(wal_path_, wal_, pos_);
+    if (pending.ok()) status_.pending_frames = *pending;
+    return caught_up.status();
+  }
   behind_ = !*caught_up;
   if (pos_.frames != shipped_from) {
     // Django commits with synchronous=NORMAL: WAL frames reach the disk only at a checkpoint,
@@ -419,11 +428,11 @@ Result<bool> Replicator::DbShipper::ShipWal() {
 
 Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
   const int64_t now = NowMs();
-  std::vector<SegmentTransaction> txns;
-  txns.reserve(read.transactions.size());
+  // Straight from the WAL read into the compressor: no copy of the pages on the way.
+  SegmentBuilder builder(kFastZstdLevel);
   uint64_t txid = txid_;
   for (const WalTransaction& t : read.transactions) {
-    txns.push_back(SegmentTransaction{++txid, now, t.db_pages, t.pages});
+    builder.AddTransaction(++txid, now, t.db_pages, t.pages);
   }
   ObjectHeader h = BaseHeader();
   h.first_txid = txid_ + 1;
@@ -433,13 +442,13 @@ Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
   h.wal_end = read.end;
   h.db_pages = read.transactions.back().db_pages;
   const std::string key = SegmentKey(db_.name, generation_, 0, h.first_txid, h.last_txid, now);
-  const std::string object = EncodeSegment(h, txns);
+  const std::string object = builder.Finish(h);
   Status st = client_->PutNew(key, object);
   // AlreadyExists: an earlier try of this same upload got through before its answer was lost.
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
   segment_bytes_since_snapshot_ += static_cast<int64_t>(object.size());
   Remember(key, object);
-  pending_[0].push_back({key, h.first_txid, h.last_txid});
+  pending_[0].push_back({key, h.first_txid, h.last_txid, builder.body_bytes()});
   txid_ = txid;
   last_time_ms_ = now;
   pos_ = read.end;
@@ -672,18 +681,39 @@ Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& w
 }
 
 Status Replicator::DbShipper::Compact(int level) {
-  if (level >= kMaxLevel || pending_[level].size() < options_.compaction_fanout) return Status::Ok();
+  if (level >= kMaxLevel || pending_[level].size() < std::max<size_t>(2, options_.compaction_fanout)) {
+    return Status::Ok();
+  }
   // Merge up to `fanout` segments, but no more than 32 MiB of transactions: a merge
   // is built in memory, and the levels grow by the fanout each.
   constexpr size_t kMaxCompactionBytes = 32 << 20;
-  std::vector<SegmentTransaction> txns;
+  {
+    // What the keys and our own uploads tell: a first segment that cannot merge with the next
+    // (a hole parts them, or together they pass the cap) never will. It is left as it is, for
+    // restores to read, without downloading either.
+    const Pending& a = pending_[level][0];
+    const Pending& b = pending_[level][1];
+    if (b.first_txid > a.last_txid + 1 ||
+        (a.body_bytes != 0 && b.body_bytes != 0 && a.body_bytes + b.body_bytes > kMaxCompactionBytes)) {
+      Forget(a.key);
+      pending_[level].erase(pending_[level].begin());
+      return Status::Ok();
+    }
+  }
+  // Merged from the inputs' raw bodies: whole transactions are copied as they are, never split
+  // into pages and put together again.
+  std::vector<std::string> bodies;
+  bodies.reserve(options_.compaction_fanout);  // never reallocated: `runs` point into them
+  std::vector<std::string_view> runs;
+  size_t bytes = 0;
   ObjectHeader first, last;
   size_t merged = 0;
-  size_t bytes = 0;
   for (; merged < options_.compaction_fanout && merged < pending_[level].size(); ++merged) {
     const Pending& p = pending_[level][merged];
     Result<std::string> object = Recalled(p.key);
-    if (!object.ok()) object = client_->Get(p.key);
+    // What this thread encoded itself and kept in memory needs no second checksum pass.
+    const bool trusted = object.ok();
+    if (!trusted) object = client_->Get(p.key);
     if (!object.ok() && object.status().code() == Status::Code::kNotFound) {
       // Gone (an earlier merge uploaded its result but failed to delete): forget it.
       pending_[level].erase(pending_[level].begin() + static_cast<long>(merged));
@@ -691,8 +721,10 @@ Status Replicator::DbShipper::Compact(int level) {
     }
     if (!object.ok()) return object.status().WithContext("compacting " + p.key);
     ObjectHeader h;
-    Result<std::vector<SegmentTransaction>> part = DecodeSegment(*object, &h);
-    if (!part.ok()) return part.status().WithContext("compacting " + p.key);
+    Result<std::string> body = DecodeSegmentBody(*object, &h, /*verify_checksum=*/!trusted);
+    if (!body.ok()) return body.status().WithContext("compacting " + p.key);
+    Result<std::vector<EncodedTransaction>> index = IndexSegmentBody(*body, h.page_size);
+    if (!index.ok()) return index.status().WithContext("compacting " + p.key);
     if (merged > 0 && bytes + h.body_bytes > kMaxCompactionBytes) break;
     // Merged objects must hold consecutive transactions. Overlaps (a transaction sent twice by a
     // restarted gateway) keep the first copy; a segment wholly inside the merge adds nothing and
@@ -701,30 +733,50 @@ Status Replicator::DbShipper::Compact(int level) {
     if (merged > 0 && h.last_txid <= last.last_txid) continue;
     bytes += h.body_bytes;
     if (merged == 0) first = h;
-    for (SegmentTransaction& t : *part) {
-      if (merged > 0 && t.txid <= last.last_txid) continue;
-      txns.push_back(std::move(t));
+    // Transactions are in txid order: what this input adds is a suffix of its body.
+    size_t from = body->size();
+    for (const EncodedTransaction& t : *index) {
+      if (merged == 0 || t.txid > last.last_txid) {
+        from = t.offset;
+        break;
+      }
     }
+    bodies.push_back(std::move(*body));
+    runs.push_back(std::string_view(bodies.back()).substr(from));
     last = h;
   }
-  if (merged < 2) return Status::Ok();  // too big to merge further; restores read it as it is
+  if (merged < 2) {
+    // The first segment cannot merge with the next (together they pass the size cap, or a hole
+    // parts them), now or later: restores read it as it is. Forgotten here, so the next merges
+    // start after it instead of reading it again each time.
+    Forget(pending_[level].front().key);
+    pending_[level].erase(pending_[level].begin());
+    return Status::Ok();
+  }
   ObjectHeader h = last;
   h.first_txid = first.first_txid;
   h.first_time_ms = first.first_time_ms;
   const std::string key =
       SegmentKey(db_.name, generation_, level + 1, h.first_txid, h.last_txid, h.last_time_ms);
-  Status st = client_->PutNew(key, EncodeSegment(h, txns));
+  SegmentBuilder builder(kDefaultZstdLevel);
+  for (std::string_view run : runs) builder.AddEncoded(run);
+  runs.clear();
+  bodies.clear();
+  const uint64_t builder_body_bytes = builder.body_bytes();
+  Status st = client_->PutNew(key, builder.Finish(h));
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
   std::vector<Pending> done(pending_[level].begin(),
                             pending_[level].begin() + static_cast<long>(merged));
   pending_[level].erase(pending_[level].begin(), pending_[level].begin() + static_cast<long>(merged));
-  pending_[level + 1].push_back({key, h.first_txid, h.last_txid});
+  pending_[level + 1].push_back({key, h.first_txid, h.last_txid, builder_body_bytes});
+  for (const Pending& p : done) Forget(p.key);
   // The merged object holds every transaction of the smaller ones. Deleting them is best effort:
   // one left behind is only a duplicate a restore does not need (and retention removes later).
-  for (const Pending& p : done) {
-    Status deleted = client_->Delete(p.key);
-    if (!deleted.ok() && options_.log) options_.log("compaction_delete_failed", db_.name, deleted.ToString());
-  }
+  // One request for all of them where the store has a batch delete.
+  std::vector<std::string> inputs;
+  for (const Pending& p : done) inputs.push_back(p.key);
+  Status deleted = client_->DeleteMany(inputs);
+  if (!deleted.ok() && options_.log) options_.log("compaction_delete_failed", db_.name, deleted.ToString());
   return Compact(level + 1);
 }
 
@@ -736,11 +788,12 @@ Status Replicator::DbShipper::EnforceRetention() {
   for (const ObjectInfo& o : *objects) {
     if (std::optional<ParsedKey> k = ParseKey(o.key)) generations[k->generation].push_back({*k, o.key});
   }
+  std::vector<std::string> expired;
   for (auto& [gen, keys] : generations) {
     int64_t newest = 0;
     for (const auto& [k, key] : keys) newest = std::max(newest, k.time_ms);
     if (gen != generation_ && newest < cutoff) {
-      for (const auto& [k, key] : keys) GW_RETURN_IF_ERROR(client_->Delete(key));
+      for (const auto& [k, key] : keys) expired.push_back(key);
       continue;
     }
     if (gen != generation_) continue;
@@ -753,10 +806,10 @@ Status Replicator::DbShipper::EnforceRetention() {
     for (const auto& [k, key] : keys) {
       const bool old_snapshot = k.kind == ObjectKind::kSnapshot && k.first_txid < keep_from;
       const bool old_segment = k.kind == ObjectKind::kSegment && k.last_txid <= keep_from;
-      if (old_snapshot || old_segment) GW_RETURN_IF_ERROR(client_->Delete(key));
+      if (old_snapshot || old_segment) expired.push_back(key);
     }
   }
-  return Status::Ok();
+  return client_->DeleteMany(expired);
 }
 
 // --- Replicator -----------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "replica/big_endian.h"
@@ -16,6 +17,7 @@ using services::Status;
 
 constexpr uint32_t kMagicLittle = 0x377f0682;
 constexpr uint32_t kMagicBig = 0x377f0683;
+constexpr size_t kWalReadBytes = 256 << 10;  // read per system call while walking frames
 
 constexpr auto Be32 = GetBe32;
 uint32_t Le32(const unsigned char* p) {
@@ -60,6 +62,21 @@ Result<bool> ReadAt(int fd, uint64_t offset, unsigned char* buf, size_t n, const
   return true;
 }
 
+// Reads up to n bytes at offset, fewer only at the end of the file; returns how many.
+Result<size_t> ReadUpTo(int fd, uint64_t offset, char* buf, size_t n, const std::string& path) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = pread(fd, buf + done, n - done, static_cast<off_t>(offset + done));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return Status::IoError("cannot read " + path + ": " + std::strerror(errno));
+    }
+    if (r == 0) break;
+    done += static_cast<size_t>(r);
+  }
+  return done;
+}
+
 // Calls `visit(frame_index, frame_header, page)` for each valid frame after `from`, tracking the
 // checksum; stops at the end of the file or the first invalid frame. Returns the last position
 // visited (the caller decides which positions are commit boundaries).
@@ -72,25 +89,29 @@ Status Walk(const std::string& path, const WalHeader& h, const WalPosition& from
   }
   Fd fd(raw);
   const size_t frame_bytes = kWalFrameHeaderBytes + h.page_size;
-  std::string buf(frame_bytes, '\0');
-  auto* p = reinterpret_cast<unsigned char*>(buf.data());
+  // Frames are read a batch per system call (a busy round reads thousands of them).
+  const size_t batch = std::max<size_t>(1, kWalReadBytes / frame_bytes);
+  std::string buf(batch * frame_bytes, '\0');
   WalPosition pos = from;
   for (;;) {
     const uint64_t offset = kWalHeaderBytes + pos.frames * frame_bytes;
-    Result<bool> got = ReadAt(fd.get(), offset, p, frame_bytes, path);
+    Result<size_t> got = ReadUpTo(fd.get(), offset, buf.data(), buf.size(), path);
     if (!got.ok()) return got.status();
-    if (!*got) return Status::Ok();
-    // A frame belongs to this WAL only if it carries this header's salts...
-    if (Be32(p + 8) != h.salt1 || Be32(p + 12) != h.salt2) return Status::Ok();
-    // ...and its checksum continues the chain.
-    uint32_t s1 = pos.checksum1, s2 = pos.checksum2;
-    Checksum(p, 8, h.big_endian_checksums(), &s1, &s2);
-    Checksum(p + kWalFrameHeaderBytes, h.page_size, h.big_endian_checksums(), &s1, &s2);
-    if (s1 != Be32(p + 16) || s2 != Be32(p + 20)) return Status::Ok();
-    pos = WalPosition{pos.frames + 1, s1, s2};
-    if (!visit(pos, Be32(p), Be32(p + 4), std::string_view(buf).substr(kWalFrameHeaderBytes))) {
-      return Status::Ok();
+    const size_t frames = *got / frame_bytes;  // a frame cut short by the file's end is not one
+    for (size_t i = 0; i < frames; ++i) {
+      const auto* p = reinterpret_cast<const unsigned char*>(buf.data() + i * frame_bytes);
+      // A frame belongs to this WAL only if it carries this header's salts...
+      if (Be32(p + 8) != h.salt1 || Be32(p + 12) != h.salt2) return Status::Ok();
+      // ...and its checksum continues the chain.
+      uint32_t s1 = pos.checksum1, s2 = pos.checksum2;
+      Checksum(p, 8, h.big_endian_checksums(), &s1, &s2);
+      Checksum(p + kWalFrameHeaderBytes, h.page_size, h.big_endian_checksums(), &s1, &s2);
+      if (s1 != Be32(p + 16) || s2 != Be32(p + 20)) return Status::Ok();
+      pos = WalPosition{pos.frames + 1, s1, s2};
+      const std::string_view page(buf.data() + i * frame_bytes + kWalFrameHeaderBytes, h.page_size);
+      if (!visit(pos, Be32(p), Be32(p + 4), page)) return Status::Ok();
     }
+    if (frames < batch) return Status::Ok();  // the end of the file
   }
 }
 

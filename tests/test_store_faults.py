@@ -790,12 +790,14 @@ def test_compaction_interrupted_by_failed_deletes_recovers(
     state = {"deletes": 0, "fail_until": 0.0}
 
     def rule(method: str, path: str) -> str | None:
-        # Compaction deletes the 32 segments it merged: let 3 go, then fail deletes long
-        # enough for every retry of the 4th to fail.
-        if method != "DELETE" or "/main/generations/" not in path:
+        # Compaction deletes the 32 segments it merged in one DeleteObjects request (or one
+        # DELETE each on stores without it): fail deletes long enough for every retry of the
+        # first to fail, so the inputs stay beside the merged object.
+        batch = method == "POST" and "?delete" in path
+        if not batch and (method != "DELETE" or "/main/generations/" not in path):
             return None
         state["deletes"] += 1
-        if state["deletes"] == 4:
+        if state["deletes"] == 1:
             state["fail_until"] = time.monotonic() + 3.0
         return "503" if time.monotonic() < state["fail_until"] else None
 
