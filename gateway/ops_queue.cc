@@ -29,7 +29,6 @@ const OpSpec kEnqueueSpec{"queue.enqueue",
                            {"unique_key", ArgType::kStr, false}},
                           nullptr};
 
-
 void PackTime(Packer& p, const std::optional<int64_t>& ms) {
   if (ms) {
     PackFloat64(p, static_cast<double>(*ms) / 1000.0);
@@ -155,9 +154,11 @@ bool DecodeJob(const Args& a, Reply& reply, Job* job) {
     return false;
   };
   job->task = std::string(*a.Str("task"));
-  if (job->task.empty() || job->task.size() > kMaxTaskBytes) return bad("'task' must be 1 to 1000 bytes");
+  if (job->task.empty() || job->task.size() > kMaxTaskBytes)
+    return bad("'task' must be 1 to 1000 bytes");
   job->queue = std::string(a.Str("queue").value_or("default"));
-  if (job->queue.empty() || job->queue.size() > kMaxNameBytes) return bad("'queue' must be 1 to 200 bytes");
+  if (job->queue.empty() || job->queue.size() > kMaxNameBytes)
+    return bad("'queue' must be 1 to 200 bytes");
   const msgpack::object* args = a.Find("args");
   job->args = args ? Repack(*args) : std::string("\x90", 1);
   const msgpack::object* kwargs = a.Find("kwargs");
@@ -170,13 +171,15 @@ bool DecodeJob(const Args& a, Reply& reply, Job* job) {
     job->run_after_ms = static_cast<int64_t>(std::ceil(*run_after * 1000.0));
   }
   job->max_attempts = static_cast<int64_t>(a.Uint("max_attempts").value_or(1));
-  if (job->max_attempts < 1 || job->max_attempts > 1000) return bad("'max_attempts' must be 1 to 1000");
+  if (job->max_attempts < 1 || job->max_attempts > 1000)
+    return bad("'max_attempts' must be 1 to 1000");
   job->backoff_seconds = a.Float("backoff").value_or(1.0);
   if (!(job->backoff_seconds >= 0) || job->backoff_seconds > 86'400) {
     return bad("'backoff' must be 0 to 86400 seconds");
   }
   if (std::optional<std::string_view> key = a.Str("unique_key")) {
-    if (key->empty() || key->size() > kMaxTaskBytes) return bad("'unique_key' must be 1 to 1000 bytes");
+    if (key->empty() || key->size() > kMaxTaskBytes)
+      return bad("'unique_key' must be 1 to 1000 bytes");
     job->unique_key.emplace(*key);
   }
   return true;
@@ -185,9 +188,12 @@ bool DecodeJob(const Args& a, Reply& reply, Job* job) {
 }  // namespace
 
 QueueOps::QueueOps(uv_loop_t* loop, LoopTasks* tasks, const services::Clock* clock)
-    : tasks_(tasks), clock_(clock) {
+    : check_(new uv_check_t), idle_(new uv_idle_t), tasks_(tasks), clock_(clock) {
   uv_timer_init(loop, &timer_);
   timer_.data = this;
+  uv_check_init(loop, check_);
+  uv_idle_init(loop, idle_);
+  check_->data = this;
 }
 
 JobQueue::Hooks QueueOps::Hooks() {
@@ -199,7 +205,23 @@ JobQueue::Hooks QueueOps::Hooks() {
     const int64_t now = clock_->NowUnixMicros() / 1000;
     uv_timer_start(&timer_, OnTimer, static_cast<uint64_t>(std::max<int64_t>(0, at_ms - now)), 0);
   };
+  hooks.flush_soon = [this] {
+    if (closed_) {
+      // Past the loop's last turns: let the writer thread take it from here.
+      if (queue_) queue_->FlushWrites();
+      return;
+    }
+    uv_check_start(check_, OnCheck);
+    uv_idle_start(idle_, [](uv_idle_t*) {});
+  };
   return hooks;
+}
+
+void QueueOps::OnCheck(uv_check_t* check) {
+  auto* self = static_cast<QueueOps*>(check->data);
+  uv_check_stop(self->check_);
+  uv_idle_stop(self->idle_);
+  if (self->queue_) self->queue_->FlushWrites();
 }
 
 void QueueOps::OnTimer(uv_timer_t* timer) {
@@ -210,7 +232,12 @@ void QueueOps::OnTimer(uv_timer_t* timer) {
 void QueueOps::Close() {
   if (closed_) return;
   closed_ = true;
+  if (queue_) queue_->FlushWrites();
   uv_close(reinterpret_cast<uv_handle_t*>(&timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(check_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(idle_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
 }
 
 bool QueueOps::Ready(Reply& reply) {
@@ -230,7 +257,8 @@ void QueueOps::Register(OpTable* table) {
   OpSpec enqueue = kEnqueueSpec;
   enqueue.handler = bind(&QueueOps::Enqueue);
   table->Add(std::move(enqueue));
-  table->Add({"queue.enqueue_many", {{"jobs", ArgType::kArray, true}}, bind(&QueueOps::EnqueueMany)});
+  table->Add(
+      {"queue.enqueue_many", {{"jobs", ArgType::kArray, true}}, bind(&QueueOps::EnqueueMany)});
   table->Add({"queue.dequeue",
               {{"queues", ArgType::kArray, true},
                {"worker_id", ArgType::kStr, true},
@@ -312,7 +340,8 @@ void QueueOps::EnqueueMany(const Args& args, Reply reply) {
   for (uint32_t i = 0; i < items.size; ++i) {
     const msgpack::object& item = items.ptr[i];
     if (item.type != msgpack::type::MAP) {
-      reply.Error(ErrorCode::kBadArgument, "each element of 'jobs' must be a map of enqueue arguments");
+      reply.Error(ErrorCode::kBadArgument,
+                  "each element of 'jobs' must be a map of enqueue arguments");
       return;
     }
     if (std::optional<std::string> problem = OpTable::CheckArgs(kEnqueueSpec, item)) {
@@ -393,20 +422,18 @@ void QueueOps::Complete(const Args& args, Reply reply) {
   std::optional<std::string> value;
   if (const msgpack::object* v = args.Find("return_value")) value = Repack(*v);
   auto shared = std::make_shared<Reply>(std::move(reply));
-  queue_->Complete(std::string(*args.Str("id")), std::string(*args.Str("lease_token")),
-                   std::move(value), [this, shared](Result<Job> r) {
-                     ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000);
-                   });
+  queue_->Complete(
+      std::string(*args.Str("id")), std::string(*args.Str("lease_token")), std::move(value),
+      [this, shared](Result<Job> r) { ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000); });
 }
 
 void QueueOps::Fail(const Args& args, Reply reply) {
   auto shared = std::make_shared<Reply>(std::move(reply));
-  queue_->Fail(std::string(*args.Str("id")), std::string(*args.Str("lease_token")),
-               std::string(args.Str("exception_class_path").value_or("builtins.Exception")),
-               std::string(args.Str("traceback").value_or("")), args.Bool("retry").value_or(true),
-               [this, shared](Result<Job> r) {
-                 ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000);
-               });
+  queue_->Fail(
+      std::string(*args.Str("id")), std::string(*args.Str("lease_token")),
+      std::string(args.Str("exception_class_path").value_or("builtins.Exception")),
+      std::string(args.Str("traceback").value_or("")), args.Bool("retry").value_or(true),
+      [this, shared](Result<Job> r) { ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000); });
 }
 
 void QueueOps::Cancel(const Args& args, Reply reply) {
@@ -433,10 +460,9 @@ void QueueOps::Get(const Args& args, Reply reply) {
 void QueueOps::Wait(const Args& args, Reply reply) {
   const uint64_t timeout = std::min(args.Uint("timeout_ms").value_or(30'000), kMaxWaitMs);
   auto shared = std::make_shared<Reply>(std::move(reply));
-  queue_->Wait(std::string(*args.Str("id")), static_cast<int64_t>(timeout),
-               [this, shared](Result<Job> r) {
-                 ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000);
-               });
+  queue_->Wait(
+      std::string(*args.Str("id")), static_cast<int64_t>(timeout),
+      [this, shared](Result<Job> r) { ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000); });
 }
 
 void QueueOps::Stats(Reply reply) {

@@ -1,8 +1,9 @@
 // QueueOps: the queue.* rows of the op table (PROTOCOL.md "Queue operations").
 //
 // Op glue: decodes arguments into services::queue types, calls JobQueue, and packs jobs back.
-// Also the JobQueue's bridge to the event loop: its timer requests become a uv_timer, and its
-// writer's completions come back through LoopTasks.
+// Also the JobQueue's bridge to the event loop: its timer requests become a uv_timer, its writes
+// are flushed at the end of each turn of the loop (a uv_check handle, as in CacheOps), and its
+// writer thread's completions come back through LoopTasks.
 // Threads: loop thread only.
 #pragma once
 
@@ -37,6 +38,7 @@ class QueueOps {
 
  private:
   static void OnTimer(uv_timer_t* timer);
+  static void OnCheck(uv_check_t* check);
 
   void Enqueue(const Args& args, Reply reply);
   void EnqueueMany(const Args& args, Reply reply);
@@ -54,6 +56,10 @@ class QueueOps {
   bool Ready(Reply& reply);
 
   uv_timer_t timer_;
+  // Owned by the loop until their close callbacks free them. The idle handle keeps poll from
+  // blocking when writes were gathered outside the poll phase; check handles alone do not.
+  uv_check_t* check_;
+  uv_idle_t* idle_;
   LoopTasks* tasks_;
   const services::Clock* clock_;
   std::unique_ptr<services::queue::JobQueue> queue_;

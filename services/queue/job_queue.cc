@@ -54,7 +54,18 @@ Result<std::unique_ptr<JobQueue>> JobQueue::Open(const std::string& path,
 JobQueue::~JobQueue() { Stop(); }
 
 void JobQueue::Stop() {
-  if (writer_) writer_->Stop();
+  if (!writer_) return;
+  // Nothing gathered may be dropped (a cron slot's record, say): the writer applies it.
+  auto post = hooks_.post;
+  for (size_t i = 0; i < gathered_.size(); ++i) {
+    writer_->Submit(std::move(gathered_[i]),
+                    [post, then = std::move(gathered_then_[i])](const Status& st) {
+                      post([then, st] { then(st); });
+                    });
+  }
+  gathered_.clear();
+  gathered_then_.clear();
+  writer_->Stop();
 }
 
 Status JobQueue::Load() {
@@ -105,10 +116,35 @@ Status JobQueue::Load() {
 
 void JobQueue::Write(std::function<Status(SqliteDb*)> apply,
                      std::function<void(const Status&)> then) {
+  if (hooks_.flush_soon) {
+    if (gathered_.empty()) hooks_.flush_soon();
+    gathered_.push_back(std::move(apply));
+    gathered_then_.push_back(std::move(then));
+    return;
+  }
   auto post = hooks_.post;
   writer_->Submit(std::move(apply), [post, then = std::move(then)](const Status& st) {
     post([then, st] { then(st); });
   });
+}
+
+void JobQueue::FlushWrites() {
+  std::vector<GroupCommitWriter::Apply> applies;
+  std::vector<std::function<void(const Status&)>> thens;
+  applies.swap(gathered_);
+  thens.swap(gathered_then_);
+  if (applies.empty()) return;
+  if (std::optional<Status> st = writer_->TryApplyNow(applies)) {
+    // Callbacks may write again: that gathers for the next flush.
+    for (auto& then : thens) then(*st);
+    return;
+  }
+  auto post = hooks_.post;
+  for (size_t i = 0; i < applies.size(); ++i) {
+    writer_->Submit(std::move(applies[i]), [post, then = std::move(thens[i])](const Status& st) {
+      post([then, st] { then(st); });
+    });
+  }
 }
 
 void JobQueue::AddTimer(int64_t at_ms, TimerItem item) {
@@ -328,7 +364,7 @@ void JobQueue::Claim(std::vector<std::string> ids, DequeueRequest request,
       });
 }
 
-// --- leases ----------------------------------------------------------------------------------------
+// --- leases -------------------------------------------------------------------------------------
 
 Result<JobQueue::Active*> JobQueue::Leased(const std::string& id, const std::string& token) {
   auto it = active_.find(id);
@@ -415,7 +451,8 @@ void JobQueue::Complete(const std::string& id, const std::string& token,
 void JobQueue::Fail(const std::string& id, const std::string& token,
                     std::string exception_class_path, std::string traceback, bool retry,
                     Callback<Job> done) {
-  if (DeferIfBusy(id, [=, this] { Fail(id, token, exception_class_path, traceback, retry, done); })) {
+  if (DeferIfBusy(id,
+                  [=, this] { Fail(id, token, exception_class_path, traceback, retry, done); })) {
     return;
   }
   Result<Active*> leased = Leased(id, token);
@@ -424,7 +461,7 @@ void JobQueue::Fail(const std::string& id, const std::string& token,
     return;
   }
   EndAttempt(*leased, "failed", std::move(exception_class_path), std::move(traceback), retry,
-                std::move(done));
+             std::move(done));
 }
 
 void JobQueue::ExpireLease(const std::string& id) {
@@ -433,22 +470,23 @@ void JobQueue::ExpireLease(const std::string& id) {
   Active& a = it->second;
   if (a.job.lease_expires_at_ms.value_or(0) > NowMs()) return;  // renewed since
   EndAttempt(&a, "lease_expired", "gateway.LeaseExpired",
-                "worker " + a.job.worker_id.value_or("?") +
-                    " did not finish or heartbeat the job before its lease ended",
-                true, [](const Result<Job>&) {});
+             "worker " + a.job.worker_id.value_or("?") +
+                 " did not finish or heartbeat the job before its lease ended",
+             true, [](const Result<Job>&) {});
 }
 
 int64_t JobQueue::RetryDelayMs(const Job& job) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   const double exp = std::pow(2.0, static_cast<double>(std::max<int64_t>(0, job.attempts - 1)));
-  const double full = std::min(static_cast<double>(kMaxBackoffMs), job.backoff_seconds * 1000 * exp);
+  const double full =
+      std::min(static_cast<double>(kMaxBackoffMs), job.backoff_seconds * 1000 * exp);
   // Jitter: uniform over the upper half, so retries of many jobs failing together spread out.
   std::uniform_real_distribution<double> half(0.5, 1.0);
   return static_cast<int64_t>(full * half(rng));
 }
 
 void JobQueue::EndAttempt(Active* a, std::string outcome, std::string exception_class_path,
-                             std::string traceback, bool retry, Callback<Job> done) {
+                          std::string traceback, bool retry, Callback<Job> done) {
   const std::string id = a->job.id;
   const int64_t now = NowMs();
   const int64_t attempt = a->job.attempts;
@@ -457,9 +495,8 @@ void JobQueue::EndAttempt(Active* a, std::string outcome, std::string exception_
   a->phase = Phase::kFinishing;
   Write(
       [=](SqliteDb* db) {
-        GW_RETURN_IF_ERROR(
-            services::queue::FinishAttempt(db, id, attempt, now, outcome, exception_class_path,
-                                           traceback));
+        GW_RETURN_IF_ERROR(services::queue::FinishAttempt(db, id, attempt, now, outcome,
+                                                          exception_class_path, traceback));
         return again ? MarkRetry(db, id, run_after) : MarkFinished(db, id, JobState::kFailed, now);
       },
       [this, id, again, run_after, done](const Status& st) {
@@ -485,7 +522,7 @@ void JobQueue::EndAttempt(Active* a, std::string outcome, std::string exception_
       });
 }
 
-// --- finishing, cancel, wait -----------------------------------------------------------------------
+// --- finishing, cancel, wait --------------------------------------------------------------------
 
 void JobQueue::Finished(const std::string& id, Callback<Job> done) {
   Active& a = active_.at(id);
@@ -579,7 +616,7 @@ void JobQueue::ReleaseWaiters() {
   }
 }
 
-// --- timers ------------------------------------------------------------------------------------------
+// --- timers -------------------------------------------------------------------------------------
 
 void JobQueue::OnTimer() {
   armed_at_.reset();
@@ -595,7 +632,9 @@ void JobQueue::OnTimer() {
         }
         break;
       }
-      case TimerKind::kLease: ExpireLease(item.id); break;
+      case TimerKind::kLease:
+        ExpireLease(item.id);
+        break;
       case TimerKind::kDequeueWait:
         for (auto it = dequeue_waiters_.begin(); it != dequeue_waiters_.end(); ++it) {
           if (it->id != item.waiter) continue;
@@ -671,7 +710,7 @@ void JobQueue::EnqueueSlot(size_t schedule, int64_t slot_ms) {
       });
 }
 
-// --- admin -------------------------------------------------------------------------------------------
+// --- admin --------------------------------------------------------------------------------------
 
 Result<std::map<std::string, JobQueue::QueueStats>> JobQueue::Stats() {
   std::map<std::string, QueueStats> out;
@@ -689,7 +728,8 @@ Result<std::map<std::string, JobQueue::QueueStats>> JobQueue::Stats() {
       if (!q.oldest_ready_age || age > *q.oldest_ready_age) q.oldest_ready_age = age;
     }
   }
-  Result<std::map<std::string, std::map<JobState, int64_t>>> finished = CountFinished(reader_.get());
+  Result<std::map<std::string, std::map<JobState, int64_t>>> finished =
+      CountFinished(reader_.get());
   if (!finished.ok()) return finished.status();
   for (const auto& [queue, counts] : *finished) {
     for (const auto& [state, n] : counts) out[queue].states[state] += n;

@@ -10,8 +10,11 @@
 // Threads: JobQueue is confined to one owner thread (the event loop): call every method there.
 // It reaches other threads only through Hooks: `post` must run the given function on the owner
 // thread later (it is called from the writer thread), and `arm_timer` asks the owner to call
-// OnTimer() at or after a Unix time in ms (each call replaces the previous request).
-// Callbacks run on the owner thread.
+// OnTimer() at or after a Unix time in ms (each call replaces the previous request). With
+// `flush_soon` set, writes are gathered and the owner is asked to call FlushWrites() at the end
+// of the current turn of its loop, which commits them on the owner thread when the writer is idle
+// (GroupCommitWriter::TryApplyNow) and hands them to the writer thread otherwise; without it every
+// write goes to the writer thread. Callbacks run on the owner thread.
 #pragma once
 
 #include <cstdint>
@@ -48,6 +51,7 @@ class JobQueue {
   struct Hooks {
     std::function<void(std::function<void()>)> post;
     std::function<void(int64_t unix_ms)> arm_timer;
+    std::function<void()> flush_soon;  // optional
   };
   struct Schedule {
     std::string name;
@@ -108,6 +112,9 @@ class JobQueue {
 
   // The owner calls this when the time asked for by arm_timer has come.
   void OnTimer();
+  // The owner calls this after flush_soon, at the end of its loop's turn: commits the writes
+  // gathered since, and runs their callbacks.
+  void FlushWrites();
   // Answers every parked dequeue (no jobs) and job wait (the job as it is now) at once; for a
   // server that is shutting down, so idle workers are not held until their waits end.
   void ReleaseWaiters();
@@ -134,9 +141,9 @@ class JobQueue {
   enum class TimerKind { kRunAfter, kLease, kDequeueWait, kJobWait, kSchedule };
   struct TimerItem {
     TimerKind kind;
-    std::string id;        // job
-    uint64_t waiter = 0;   // dequeue or job waiter
-    size_t schedule = 0;   // index into schedules_
+    std::string id;       // job
+    uint64_t waiter = 0;  // dequeue or job waiter
+    size_t schedule = 0;  // index into schedules_
   };
   struct DequeueWaiter {
     uint64_t id;
@@ -167,7 +174,7 @@ class JobQueue {
   // When `id` is mid-transition, queues `retry` to run after it and returns true.
   bool DeferIfBusy(const std::string& id, std::function<void()> retry);
   void EndAttempt(Active* active, std::string outcome, std::string exception_class_path,
-                     std::string traceback, bool retry, Callback<Job> done);
+                  std::string traceback, bool retry, Callback<Job> done);
   void Finished(const std::string& id, Callback<Job> done);
   void ExpireLease(const std::string& id);
   void EnqueueSlot(size_t schedule, int64_t slot_ms);
@@ -179,6 +186,9 @@ class JobQueue {
   std::vector<Schedule> schedules_;
   std::unique_ptr<GroupCommitWriter> writer_;
   std::unique_ptr<SqliteDb> reader_;
+  // Writes waiting for FlushWrites (only with hooks_.flush_soon), and what runs after each.
+  std::vector<GroupCommitWriter::Apply> gathered_;
+  std::vector<std::function<void(const Status&)>> gathered_then_;
 
   std::unordered_map<std::string, Active> active_;
   std::unordered_map<std::string, std::string> unique_;  // unique_key -> id of an active job
