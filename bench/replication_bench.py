@@ -421,13 +421,18 @@ class Store:
         for method, path, headers in seen:
             parts = urlsplit(path)
             query = parse_qs(parts.query)
+            deletes = method == "POST" and "delete" in parse_qs(parts.query, keep_blank_values=True)
             if prefix is not None:
                 key = unquote(parts.path).lstrip("/").partition("/")[2]
+                if deletes:  # DeleteObjects: the keys are in the body; the proxy notes one
+                    key = headers.get("x-proxy-first-key", "")
                 listed = query.get("prefix", [""])[0]
                 if not (key.startswith(prefix + "/") or listed.startswith(prefix + "/")):
                     continue
             if method == "GET" and "list-type" in query:
                 what = "list"
+            elif deletes:
+                what = "delete"
             elif parts.path.endswith("/lease"):
                 what = "lease"
             else:

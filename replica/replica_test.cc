@@ -92,7 +92,8 @@ TEST(ReplicaFormatTest, BuilderStreamsBodiesAndMergesEncodedTransactions) {
   // A fast level and the default read back alike; two builders in a row reuse one stream.
   for (int level : {kFastZstdLevel, kDefaultZstdLevel}) {
     SegmentBuilder builder(level);
-    for (const SegmentTransaction& t : txns) builder.AddTransaction(t.txid, t.time_ms, t.db_pages, t.pages);
+    for (const SegmentTransaction& t : txns)
+      builder.AddTransaction(t.txid, t.time_ms, t.db_pages, t.pages);
     EXPECT_EQ(builder.body_bytes(), 3 * 24u + 3 * (4 + 512u));
     const std::string object = builder.Finish(h);
     ObjectHeader back;

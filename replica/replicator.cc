@@ -681,7 +681,8 @@ Status Replicator::DbShipper::Snapshot(bool new_generation, const std::string& w
 }
 
 Status Replicator::DbShipper::Compact(int level) {
-  if (level >= kMaxLevel || pending_[level].size() < std::max<size_t>(2, options_.compaction_fanout)) {
+  if (level >= kMaxLevel ||
+      pending_[level].size() < std::max<size_t>(2, options_.compaction_fanout)) {
     return Status::Ok();
   }
   // Merge up to `fanout` segments, but no more than 32 MiB of transactions: a merge
@@ -693,8 +694,8 @@ Status Replicator::DbShipper::Compact(int level) {
     // restores to read, without downloading either.
     const Pending& a = pending_[level][0];
     const Pending& b = pending_[level][1];
-    if (b.first_txid > a.last_txid + 1 ||
-        (a.body_bytes != 0 && b.body_bytes != 0 && a.body_bytes + b.body_bytes > kMaxCompactionBytes)) {
+    if (b.first_txid > a.last_txid + 1 || (a.body_bytes != 0 && b.body_bytes != 0 &&
+                                           a.body_bytes + b.body_bytes > kMaxCompactionBytes)) {
       Forget(a.key);
       pending_[level].erase(pending_[level].begin());
       return Status::Ok();
@@ -776,7 +777,8 @@ Status Replicator::DbShipper::Compact(int level) {
   std::vector<std::string> inputs;
   for (const Pending& p : done) inputs.push_back(p.key);
   Status deleted = client_->DeleteMany(inputs);
-  if (!deleted.ok() && options_.log) options_.log("compaction_delete_failed", db_.name, deleted.ToString());
+  if (!deleted.ok() && options_.log)
+    options_.log("compaction_delete_failed", db_.name, deleted.ToString());
   return Compact(level + 1);
 }
 

@@ -634,8 +634,9 @@ Status S3Client::DeleteBatch(const std::vector<std::string>& full_keys, bool* un
   Call call{"POST"};
   call.bucket_level = true;
   call.query = {{"delete", ""}};
-  call.headers = {{"Content-MD5", std::string(reinterpret_cast<char*>(b64), static_cast<size_t>(n))},
-                  {"Content-Type", "application/xml"}};
+  call.headers = {
+      {"Content-MD5", std::string(reinterpret_cast<char*>(b64), static_cast<size_t>(n))},
+      {"Content-Type", "application/xml"}};
   call.body = body;
   call.error_in_200 = true;  // a 200 whose body is an <Error> is retried like a 500
   auto reply = Execute(call);
@@ -655,13 +656,12 @@ Status S3Client::DeleteBatch(const std::vector<std::string>& full_keys, bool* un
     if (first == nullptr) first = &e;
   }
   if (first == nullptr) return Status::Ok();
-  return Status::IoError("S3 DeleteObjects in " + ObjectUrlForMessages("") + " left " +
-                         std::to_string(failed) + " of " + std::to_string(full_keys.size()) +
-                         " keys; first " + first->key + ": " + first->code +
-                         (first->message.empty() ? "" : " (" + first->message + ")") +
-                         (first->code == "AccessDenied"
-                              ? "; check that the credentials may delete in this bucket"
-                              : ""));
+  return Status::IoError(
+      "S3 DeleteObjects in " + ObjectUrlForMessages("") + " left " + std::to_string(failed) +
+      " of " + std::to_string(full_keys.size()) + " keys; first " + first->key + ": " +
+      first->code + (first->message.empty() ? "" : " (" + first->message + ")") +
+      (first->code == "AccessDenied" ? "; check that the credentials may delete in this bucket"
+                                     : ""));
 }
 
 Status S3Client::DeleteMany(const std::vector<std::string>& keys) {
@@ -677,8 +677,9 @@ Status S3Client::DeleteMany(const std::vector<std::string>& keys) {
       GW_RETURN_IF_ERROR(DeleteBatch(full, &unsupported));
       if (!unsupported) continue;
       if (!batch_delete_unsupported_.exchange(true)) {
-        Log(Where() + ": the store answered DeleteObjects with NotImplemented; deleting one "
-                      "object per request from now on");
+        Log(Where() +
+            ": the store answered DeleteObjects with NotImplemented; deleting one "
+            "object per request from now on");
       }
     }
     for (size_t i = start; i < end; ++i) GW_RETURN_IF_ERROR(Delete(keys[i]));

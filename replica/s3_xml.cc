@@ -323,7 +323,8 @@ std::string DeleteObjectsXml(const std::vector<std::string>& full_keys) {
   std::string out =
       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>"
       "<Delete xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Quiet>true</Quiet>";
-  for (const std::string& key : full_keys) out += "<Object><Key>" + XmlEscape(key) + "</Key></Object>";
+  for (const std::string& key : full_keys)
+    out += "<Object><Key>" + XmlEscape(key) + "</Key></Object>";
   out += "</Delete>";
   return out;
 }
@@ -338,7 +339,8 @@ services::Result<std::vector<S3DeleteError>> ParseDeleteResult(std::string_view 
   std::vector<S3DeleteError> errors;
   for (const auto& child : (*doc)->children) {
     if (child->name != "Error") continue;
-    errors.push_back({child->ChildText("Key"), child->ChildText("Code"), child->ChildText("Message")});
+    errors.push_back(
+        {child->ChildText("Key"), child->ChildText("Code"), child->ChildText("Message")});
   }
   return errors;
 }

@@ -169,6 +169,12 @@ class FaultProxy:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in h.headers.items()}
+        batch_delete = h.command == "POST" and "delete" in urlsplit(h.path).query.split("&")[0]
+        if batch_delete and b"<Key>" in body:
+            # DeleteObjects names no key in its path: record its first one, for counting requests
+            # per prefix.
+            start = body.index(b"<Key>") + len(b"<Key>")
+            headers["x-proxy-first-key"] = body[start : body.find(b"</Key>", start)].decode()
         with self.lock:
             self.seen.append((h.command, h.path, headers))
             if self.resets > 0:
@@ -182,7 +188,7 @@ class FaultProxy:
         if fail is not None:
             self._reply_error(h, fail, "SlowDown" if fail in (429, 503) else "InjectedFault")
             return
-        if h.command == "POST" and "delete" in urlsplit(h.path).query.split("&")[0]:
+        if batch_delete:
             if self.batch_delete == "501":
                 self._reply_error(h, 501, "NotImplemented")
                 return
