@@ -135,7 +135,7 @@ void PackJob(Packer& p, const Job& j, int64_t now, bool with_lease) {
   }
 }
 
-void ReplyError(Reply& reply, const Status& st) {
+ErrorCode QueueErrorCode(const Status& st) {
   ErrorCode code = ErrorCode::kStorageError;
   if (st.code() == Status::Code::kNotFound) {
     code = ErrorCode::kJobNotFound;
@@ -144,7 +144,24 @@ void ReplyError(Reply& reply, const Status& st) {
   } else if (st.code() == Status::Code::kFailedPrecondition) {
     code = ErrorCode::kInvalidState;
   }
-  reply.Error(code, st.message());
+  return code;
+}
+
+void ReplyError(Reply& reply, const Status& st) { reply.Error(QueueErrorCode(st), st.message()); }
+
+// Decodes dequeue's `complete` map; false after answering `reply`.
+bool DecodeCompletion(const msgpack::object& map, Reply& reply, JobQueue::Completion* out) {
+  const Args c(map);
+  const std::optional<std::string_view> id = c.Str("id");
+  const std::optional<std::string_view> token = c.Str("lease_token");
+  if (!id || !token) {
+    reply.Error(ErrorCode::kBadArgument, "'complete' must be a map with 'id' and 'lease_token' (str)");
+    return false;
+  }
+  out->id = std::string(*id);
+  out->token = std::string(*token);
+  if (const msgpack::object* v = c.Find("return_value")) out->return_value = Repack(*v);
+  return true;
 }
 
 // Decodes the arguments of one enqueue; false after answering `reply`.
@@ -264,7 +281,8 @@ void QueueOps::Register(OpTable* table) {
                {"worker_id", ArgType::kStr, true},
                {"max_jobs", ArgType::kUint, false},
                {"lease_seconds", ArgType::kFloat, false},
-               {"wait_ms", ArgType::kUint, false}},
+               {"wait_ms", ArgType::kUint, false},
+               {"complete", ArgType::kMap, false}},
               bind(&QueueOps::Dequeue)});
   table->Add({"queue.heartbeat",
               {id, token, {"lease_seconds", ArgType::kFloat, false}},
@@ -385,11 +403,56 @@ void QueueOps::Dequeue(const Args& args, Reply reply) {
   }
   req.lease_ms = static_cast<int64_t>(std::ceil(lease * 1000));
   req.wait_ms = static_cast<int64_t>(std::min(args.Uint("wait_ms").value_or(0), kMaxWaitMs));
+  if (const msgpack::object* complete = args.Find("complete")) {
+    JobQueue::Completion completion;
+    if (!DecodeCompletion(*complete, reply, &completion)) return;
+    CompleteAndDequeue(std::move(completion), std::move(req), std::move(reply));
+    return;
+  }
   auto shared = std::make_shared<Reply>(std::move(reply));
   req.alive = [shared] { return shared->connected(); };
   queue_->Dequeue(std::move(req), [this, shared](Result<std::vector<Job>> r) {
     ReplyJobs(*shared, r, clock_->NowUnixMicros() / 1000, true);
   });
+}
+
+void QueueOps::CompleteAndDequeue(JobQueue::Completion completion, JobQueue::DequeueRequest req,
+                                  Reply reply) {
+  auto shared = std::make_shared<Reply>(std::move(reply));
+  queue_->CompleteAndDequeue(
+      std::move(completion), std::move(req),
+      [this, shared](Result<JobQueue::CompletedAndDequeued> r) {
+        if (!r.ok()) {
+          ReplyError(*shared, r.status());
+          return;
+        }
+        const int64_t now = clock_->NowUnixMicros() / 1000;
+        shared->Ok([&](Packer& p) {
+          p.pack_map(3);
+          PackStr(p, "jobs");
+          p.pack_array(static_cast<uint32_t>(r->jobs.size()));
+          for (const Job& j : r->jobs) PackJob(p, j, now, true);
+          PackStr(p, "completed");
+          if (r->completed) {
+            PackJob(p, *r->completed, now, false);
+          } else {
+            p.pack_nil();
+          }
+          PackStr(p, "completion_error");
+          if (r->completion.ok()) {
+            p.pack_nil();
+          } else {
+            const ErrorCode code = QueueErrorCode(r->completion);
+            p.pack_map(3);
+            PackStr(p, "status");
+            p.pack_uint32(static_cast<uint32_t>(code));
+            PackStr(p, "code");
+            PackStr(p, ErrorCodeName(code));
+            PackStr(p, "message");
+            PackStr(p, r->completion.message());
+          }
+        });
+      });
 }
 
 void QueueOps::Heartbeat(const Args& args, Reply reply) {

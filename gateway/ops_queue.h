@@ -43,6 +43,9 @@ class QueueOps {
   void Enqueue(const Args& args, Reply reply);
   void EnqueueMany(const Args& args, Reply reply);
   void Dequeue(const Args& args, Reply reply);
+  // queue.dequeue with `complete`: the worker's finished job and its next ones in one write.
+  void CompleteAndDequeue(services::queue::JobQueue::Completion completion,
+                          services::queue::JobQueue::DequeueRequest req, Reply reply);
   void Heartbeat(const Args& args, Reply reply);
   void Complete(const Args& args, Reply reply);
   void Fail(const Args& args, Reply reply);

@@ -314,7 +314,16 @@ void JobQueue::Dispatch() {
 void JobQueue::Claim(std::vector<std::string> ids, DequeueRequest request,
                      Callback<std::vector<Job>> done) {
   const int64_t now = NowMs();
+  std::shared_ptr<std::vector<Job>> claimed = PrepareClaim(ids, request, now);
+  Write([claimed, now](SqliteDb* db) { return WriteClaim(db, *claimed, now); },
+        [this, claimed, done](const Status& st) { EndClaim(claimed, st, done); });
+}
+
+std::shared_ptr<std::vector<Job>> JobQueue::PrepareClaim(const std::vector<std::string>& ids,
+                                                         const DequeueRequest& request,
+                                                         int64_t now) {
   auto claimed = std::make_shared<std::vector<Job>>();
+  claimed->reserve(ids.size());
   for (const std::string& id : ids) {
     Job j = active_.at(id).job;
     ++j.attempts;
@@ -326,42 +335,45 @@ void JobQueue::Claim(std::vector<std::string> ids, DequeueRequest request,
     j.last_attempted_at_ms = now;
     claimed->push_back(std::move(j));
   }
-  Write(
-      [claimed, now](SqliteDb* db) {
-        for (const Job& j : *claimed) GW_RETURN_IF_ERROR(StartAttempt(db, j, now));
-        return Status::Ok();
-      },
-      [this, claimed, done](const Status& st) {
-        const int64_t at_us = clock_->NowUnixMicros();
-        for (const Job& j : *claimed) {
-          Active& a = active_.at(j.id);
-          if (!st.ok()) {
-            Place(&a);
-            EndTransition(&a, Phase::kWaiting);
-            continue;
-          }
-          std::deque<double>& samples = pickup_samples_[j.queue];
-          samples.push_back(static_cast<double>(at_us - a.ready_since_us) / 1e6);
-          if (samples.size() > kLatencySamples) samples.pop_front();
-          a.job = j;
-          AddTimer(*j.lease_expires_at_ms, {TimerKind::kLease, j.id});
-        }
-        if (!st.ok()) {
-          done(st);
-          Dispatch();
-          return;
-        }
-        // Answer with the stored jobs, which carry the history of earlier attempts as well.
-        for (Job& j : *claimed) {
-          Result<Job> stored = Reload(j.id);
-          if (stored.ok()) j = std::move(*stored);
-        }
-        done(*claimed);
-        for (const Job& j : *claimed) {
-          auto it = active_.find(j.id);
-          if (it != active_.end()) EndTransition(&it->second, Phase::kRunning);
-        }
-      });
+  return claimed;
+}
+
+Status JobQueue::WriteClaim(SqliteDb* db, const std::vector<Job>& claimed, int64_t now) {
+  for (const Job& j : claimed) GW_RETURN_IF_ERROR(StartAttempt(db, j, now));
+  return Status::Ok();
+}
+
+void JobQueue::EndClaim(const std::shared_ptr<std::vector<Job>>& claimed, const Status& st,
+                        const Callback<std::vector<Job>>& done) {
+  const int64_t at_us = clock_->NowUnixMicros();
+  for (const Job& j : *claimed) {
+    Active& a = active_.at(j.id);
+    if (!st.ok()) {
+      Place(&a);
+      EndTransition(&a, Phase::kWaiting);
+      continue;
+    }
+    std::deque<double>& samples = pickup_samples_[j.queue];
+    samples.push_back(static_cast<double>(at_us - a.ready_since_us) / 1e6);
+    if (samples.size() > kLatencySamples) samples.pop_front();
+    a.job = j;
+    AddTimer(*j.lease_expires_at_ms, {TimerKind::kLease, j.id});
+  }
+  if (!st.ok()) {
+    done(st);
+    Dispatch();
+    return;
+  }
+  // Answer with the stored jobs, which carry the history of earlier attempts as well.
+  for (Job& j : *claimed) {
+    Result<Job> stored = Reload(j.id);
+    if (stored.ok()) j = std::move(*stored);
+  }
+  done(*claimed);
+  for (const Job& j : *claimed) {
+    auto it = active_.find(j.id);
+    if (it != active_.end()) EndTransition(&it->second, Phase::kRunning);
+  }
 }
 
 // --- leases -------------------------------------------------------------------------------------
@@ -420,6 +432,12 @@ void JobQueue::Heartbeat(const std::string& id, const std::string& token, int64_
         });
 }
 
+Status JobQueue::WriteSuccess(SqliteDb* db, const std::string& id, int64_t attempt, int64_t now,
+                              const std::optional<std::string>& return_value) {
+  GW_RETURN_IF_ERROR(services::queue::FinishAttempt(db, id, attempt, now, "successful", "", ""));
+  return MarkSuccessful(db, id, now, return_value);
+}
+
 void JobQueue::Complete(const std::string& id, const std::string& token,
                         std::optional<std::string> return_value, Callback<Job> done) {
   if (DeferIfBusy(id, [=, this] { Complete(id, token, return_value, done); })) return;
@@ -434,9 +452,7 @@ void JobQueue::Complete(const std::string& id, const std::string& token,
   const int64_t attempt = a->job.attempts;
   Write(
       [id, attempt, now, return_value](SqliteDb* db) {
-        GW_RETURN_IF_ERROR(
-            services::queue::FinishAttempt(db, id, attempt, now, "successful", "", ""));
-        return MarkSuccessful(db, id, now, return_value);
+        return WriteSuccess(db, id, attempt, now, return_value);
       },
       [this, id, done](const Status& st) {
         if (!st.ok()) {
@@ -445,6 +461,56 @@ void JobQueue::Complete(const std::string& id, const std::string& token,
           return;
         }
         Finished(id, done);
+      });
+}
+
+void JobQueue::CompleteAndDequeue(Completion completion, DequeueRequest request,
+                                  Callback<CompletedAndDequeued> done) {
+  const std::string id = completion.id;
+  if (DeferIfBusy(id, [=, this] { CompleteAndDequeue(completion, request, done); })) return;
+  request.wait_ms = 0;
+  Result<Active*> leased = Leased(id, completion.token);
+  if (!leased.ok()) {
+    // Refused as Complete would refuse it; the worker still gets its next jobs.
+    Status refused = leased.status();
+    Dequeue(std::move(request), [refused, done](Result<std::vector<Job>> r) {
+      if (!r.ok()) {
+        done(r.status());
+        return;
+      }
+      CompletedAndDequeued out;
+      out.completion = refused;
+      out.jobs = std::move(*r);
+      done(std::move(out));
+    });
+    return;
+  }
+  Active* a = *leased;
+  a->phase = Phase::kFinishing;
+  const int64_t now = NowMs();
+  const int64_t attempt = a->job.attempts;
+  std::shared_ptr<std::vector<Job>> claimed = PrepareClaim(Take(request), request, now);
+  Write(
+      [id, attempt, now, value = std::move(completion.return_value), claimed](SqliteDb* db) {
+        GW_RETURN_IF_ERROR(WriteSuccess(db, id, attempt, now, value));
+        return WriteClaim(db, *claimed, now);
+      },
+      [this, id, claimed, done](const Status& st) {
+        if (!st.ok()) {
+          EndTransition(&active_.at(id), Phase::kRunning);
+          EndClaim(claimed, st, [done](Result<std::vector<Job>> r) { done(r.status()); });
+          return;
+        }
+        auto out = std::make_shared<CompletedAndDequeued>();
+        Finished(id, [out](const Result<Job>& job) {
+          // The write committed; only re-reading the stored job can fail here.
+          if (job.ok()) out->completed = *job;
+          out->completion = job.ok() ? Status::Ok() : job.status();
+        });
+        EndClaim(claimed, st, [out, done](Result<std::vector<Job>> jobs) {
+          out->jobs = std::move(*jobs);
+          done(std::move(*out));
+        });
       });
 }
 

@@ -67,6 +67,19 @@ class JobQueue {
     // False once nobody waits for the answer (the client left); such a waiter gets no job.
     std::function<bool()> alive;
   };
+  // A successful attempt reported together with a dequeue (CompleteAndDequeue).
+  struct Completion {
+    std::string id;
+    std::string token;
+    std::optional<std::string> return_value;  // msgpack bytes; nil when absent
+  };
+  // What CompleteAndDequeue did: the completion's outcome (ok: `completed` holds the stored
+  // job; otherwise why it was refused, as Complete would have said) and the jobs handed out.
+  struct CompletedAndDequeued {
+    Status completion = Status::Ok();
+    std::optional<Job> completed;
+    std::vector<Job> jobs;
+  };
   struct HeartbeatResult {
     bool cancelled = false;
     int64_t lease_expires_at_ms = 0;
@@ -95,6 +108,12 @@ class JobQueue {
   // Fills id, seq, times and state of each job; the jobs' own fields are taken as validated.
   void Enqueue(std::vector<Job> jobs, Callback<std::vector<Job>> done);
   void Dequeue(DequeueRequest request, Callback<std::vector<Job>> done);
+  // Complete followed by a dequeue that never waits (request.wait_ms is ignored), in one write:
+  // the completion and the claim of the handed-out jobs commit together, so one commit serves
+  // both. A refused completion (lease lost, no such job) changes nothing and the dequeue goes on
+  // alone; a failed write (the Callback's error) applies neither and hands out nothing.
+  void CompleteAndDequeue(Completion completion, DequeueRequest request,
+                          Callback<CompletedAndDequeued> done);
   void Heartbeat(const std::string& id, const std::string& token, int64_t lease_ms,
                  Callback<HeartbeatResult> done);
   void Complete(const std::string& id, const std::string& token,
@@ -169,6 +188,15 @@ class JobQueue {
   void Dispatch();
   std::vector<std::string> Take(const DequeueRequest& request);
   void Claim(std::vector<std::string> ids, DequeueRequest request, Callback<std::vector<Job>> done);
+  // The parts of a claim: the jobs as they will be once claimed, their rows' writes (in the
+  // caller's transaction), and the index update and answer once that transaction is over.
+  std::shared_ptr<std::vector<Job>> PrepareClaim(const std::vector<std::string>& ids,
+                                                 const DequeueRequest& request, int64_t now);
+  static Status WriteClaim(SqliteDb* db, const std::vector<Job>& claimed, int64_t now);
+  void EndClaim(const std::shared_ptr<std::vector<Job>>& claimed, const Status& st,
+                const Callback<std::vector<Job>>& done);
+  static Status WriteSuccess(SqliteDb* db, const std::string& id, int64_t attempt, int64_t now,
+                             const std::optional<std::string>& return_value);
   // The running job whose live lease is `token`; otherwise the reason as a Status.
   Result<Active*> Leased(const std::string& id, const std::string& token);
   // When `id` is mid-transition, queues `retry` to run after it and returns true.

@@ -86,6 +86,16 @@ class QueueTest : public ::testing::Test {
   Result<Job> Complete(const Job& j, std::string rv = "\xc3") {
     return Call<Job>([&](auto cb) { queue_->Complete(j.id, *j.lease_token, rv, cb); });
   }
+  Result<JobQueue::CompletedAndDequeued> CompleteAndDequeue(const Job& j, int64_t wait_ms = 0,
+                                                            std::string rv = "\xc3") {
+    JobQueue::DequeueRequest req;
+    req.queues = {"default"};
+    req.worker_id = "w1";
+    req.wait_ms = wait_ms;
+    return Call<JobQueue::CompletedAndDequeued>([&](auto cb) {
+      queue_->CompleteAndDequeue({j.id, *j.lease_token, rv}, req, cb);
+    });
+  }
   Result<Job> Fail(const Job& j, bool retry = true) {
     return Call<Job>([&](auto cb) { queue_->Fail(j.id, *j.lease_token, "x.Err", "tb", retry, cb); });
   }
@@ -312,6 +322,102 @@ TEST_F(QueueTest, RestartKeepsEveryJobInItsState) {
   EXPECT_EQ(rest[0].id, ready.id);
   Job next = Enqueue("after");
   EXPECT_GT(next.seq, ready.seq);
+}
+
+TEST_F(QueueTest, CompleteAndDequeueStoresTheResultAndHandsOutTheNextJob) {
+  Enqueue("first");
+  Job second = Enqueue("second");
+  Job running = Dequeue().at(0);
+  auto r = CompleteAndDequeue(running);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(r->completion.ok()) << r->completion.ToString();
+  ASSERT_TRUE(r->completed.has_value());
+  EXPECT_EQ(r->completed->id, running.id);
+  EXPECT_EQ(r->completed->state, JobState::kSuccessful);
+  EXPECT_EQ(r->completed->return_value, "\xc3");
+  ASSERT_EQ(r->jobs.size(), 1u);
+  EXPECT_EQ(r->jobs[0].id, second.id);
+  EXPECT_EQ(r->jobs[0].attempts, 1);
+  ASSERT_TRUE(r->jobs[0].lease_token.has_value());
+  EXPECT_EQ(StateOf(second.id), JobState::kRunning);
+  // The completion ended the lease: it cannot be used again, and the next job's can.
+  EXPECT_TRUE(IsLeaseLost(Complete(running).status()));
+  auto last = CompleteAndDequeue(r->jobs[0]);
+  ASSERT_TRUE(last.ok());
+  EXPECT_TRUE(last->completion.ok());
+  EXPECT_TRUE(last->jobs.empty());
+  EXPECT_EQ(StateOf(second.id), JobState::kSuccessful);
+}
+
+TEST_F(QueueTest, CompleteAndDequeueNeverWaits) {
+  Enqueue("only");
+  Job running = Dequeue().at(0);
+  auto r = CompleteAndDequeue(running, 30'000);  // answered without any timer firing
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->completion.ok());
+  EXPECT_TRUE(r->jobs.empty());
+}
+
+TEST_F(QueueTest, ACompletionWithALostLeaseChangesNothingAndTheDequeueGoesOn) {
+  Job j;
+  j.task = "t";
+  j.max_attempts = 2;
+  j.backoff_seconds = 10;  // the retry waits, so the dequeue below finds `other`
+  Job queued = EnqueueJob(j);
+  Job other = Enqueue("other");
+  Job first = Dequeue(1, 0, 1000).at(0);
+  ASSERT_EQ(first.id, queued.id);
+  Advance(1000);  // the lease ends: the attempt failed and the job will run again
+  PumpUntil([&] { return queue_->Stats()->at("default").states[JobState::kRunning] == 0; });
+
+  Job forged = first;
+  forged.lease_token = "not-the-token";
+  auto r = CompleteAndDequeue(forged);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(IsLeaseLost(r->completion));
+  EXPECT_FALSE(r->completed.has_value());
+  ASSERT_EQ(r->jobs.size(), 1u);
+  EXPECT_EQ(r->jobs[0].id, other.id);
+
+  auto late = CompleteAndDequeue(first);
+  ASSERT_TRUE(late.ok());
+  EXPECT_TRUE(IsLeaseLost(late->completion));
+  Advance(10'000);
+  Job again = Dequeue().at(0);
+  EXPECT_EQ(again.id, queued.id);
+  EXPECT_EQ(again.attempts, 2);
+  auto stored = *queue_->Get(queued.id);
+  EXPECT_FALSE(stored->return_value.has_value());
+  ASSERT_EQ(stored->history.size(), 2u);
+  EXPECT_EQ(stored->history[0].outcome, "lease_expired");
+}
+
+TEST_F(QueueTest, ACompletionOfAFinishedJobIsRefused) {
+  Enqueue("t");
+  Job running = Dequeue().at(0);
+  ASSERT_TRUE(Complete(running).ok());
+  auto r = CompleteAndDequeue(running);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(IsLeaseLost(r->completion));
+  Job unknown = running;
+  unknown.id = "no-such-job";
+  auto missing = CompleteAndDequeue(unknown);
+  ASSERT_TRUE(missing.ok());
+  EXPECT_EQ(missing->completion.code(), Status::Code::kNotFound);
+}
+
+TEST_F(QueueTest, CompleteAndDequeueSurvivesARestart) {
+  Enqueue("first");
+  Job second = Enqueue("second");
+  Job running = Dequeue().at(0);
+  auto r = CompleteAndDequeue(running);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->jobs.size(), 1u);
+  queue_->Stop();
+  Open();
+  EXPECT_EQ(StateOf(running.id), JobState::kSuccessful);
+  EXPECT_EQ(StateOf(second.id), JobState::kRunning);
+  ASSERT_TRUE(Complete(r->jobs[0]).ok());  // its lease survived with it
 }
 
 TEST_F(QueueTest, MissedScheduleSlotsRunOnceAcrossRestarts) {

@@ -11,6 +11,11 @@ job handed out is read, returned and run like any other, never dropped.
 
 The channel has its own connection (not :class:`~gateway_client.Client`'s), since its wait must
 watch the stop pipe as well as the socket.
+
+:meth:`DequeueChannel.complete_and_dequeue` reports a finished job and takes the next ones in one
+round trip (``queue.dequeue`` with ``complete``). The server answers it without waiting for jobs,
+so it does not watch the stop pipe: its reply, which says whether the completion was stored, is
+always read.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import selectors
 import socket
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gateway_client.connection import _describe_connect_error
@@ -33,7 +39,7 @@ from gateway_client.errors import (
 from gateway_client.frames import FrameDecoder, encode_frame, unpack_payload
 from gateway_client.queue import Job
 
-__all__ = ["DequeueChannel", "DequeueInterrupted"]
+__all__ = ["CompletedAndDequeued", "DequeueChannel", "DequeueInterrupted"]
 
 _RECV_SIZE = 256 * 1024
 _MAX_RESPONSE_SIZE = 1 << 31
@@ -41,6 +47,19 @@ _MAX_RESPONSE_SIZE = 1 << 31
 
 class DequeueInterrupted(Exception):
     """The stop pipe became readable while waiting, and no job had been handed out."""
+
+
+@dataclass
+class CompletedAndDequeued:
+    """The answer to :meth:`DequeueChannel.complete_and_dequeue`.
+
+    Exactly one of ``completed`` (the stored job, ``SUCCESSFUL``) and ``completion_error`` (why
+    the completion was refused, e.g. :class:`~gateway_client.errors.LeaseLost`) is set.
+    """
+
+    completed: Job | None
+    completion_error: ServerError | None
+    jobs: list[Job]
 
 
 class DequeueChannel:
@@ -76,6 +95,38 @@ class DequeueChannel:
         :raises TimeoutError: if no reply came within ``timeout``.
         :raises ProtocolError: if the reply does not follow the protocol.
         """
+        body = self._call(args, timeout, interruptible=True)
+        if not isinstance(body, list):
+            raise ProtocolError(f"queue.dequeue answered {type(body).__name__}, not an array")
+        return self._jobs(body)
+
+    def complete_and_dequeue(
+        self, args: Mapping[str, Any], timeout: float
+    ) -> CompletedAndDequeued:
+        """Send ``queue.dequeue`` with ``args``, which hold a ``complete`` map; never waits on stop.
+
+        :param timeout: seconds to wait for the reply.
+        :raises ServerError: if the server refused the whole request (then nothing was stored).
+        :raises ConnectionError: if the gateway could not be reached or the connection broke
+            (the completion may or may not have been stored).
+        :raises TimeoutError: if no reply came within ``timeout``.
+        :raises ProtocolError: if the reply does not follow the protocol.
+        """
+        body = self._call(args, timeout, interruptible=False)
+        if not isinstance(body, dict) or not isinstance(body.get("jobs"), list):
+            raise ProtocolError(f"queue.dequeue with complete answered {body!r:.200}")
+        completed = body.get("completed")
+        error = body.get("completion_error")
+        return CompletedAndDequeued(
+            completed=None if completed is None else Job.from_map(completed),
+            completion_error=None if error is None else server_error_from_body(
+                error.get("status", 0) if isinstance(error, dict) else 0, error
+            ),
+            jobs=self._jobs(body["jobs"]),
+        )
+
+    def _call(self, args: Mapping[str, Any], timeout: float, *, interruptible: bool) -> Any:
+        """Send one ``queue.dequeue`` and return its reply's body (see :meth:`dequeue`)."""
         sock = self._open()
         request_id = self._next_id
         self._next_id += 1
@@ -87,7 +138,8 @@ class DequeueChannel:
         deadline = time.monotonic() + timeout
         with selectors.PollSelector() as selector:
             selector.register(sock, selectors.EVENT_READ)
-            selector.register(self.stop_fd, selectors.EVENT_READ)
+            if interruptible:
+                selector.register(self.stop_fd, selectors.EVENT_READ)
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -98,7 +150,7 @@ class DequeueChannel:
                     # Read first: a job that came together with the stop request is kept.
                     body = self._receive(sock, request_id)
                     if body is not None:
-                        return self._jobs(body)
+                        return body
                 if self.stop_fd in ready:
                     return self._stop_waiting(sock, request_id, deadline)
 
@@ -117,7 +169,7 @@ class DequeueChannel:
         self._decoder = FrameDecoder(_MAX_RESPONSE_SIZE)
         return sock
 
-    def _receive(self, sock: socket.socket, request_id: int) -> list[Any] | None:
+    def _receive(self, sock: socket.socket, request_id: int) -> Any:
         """Read what is there; return the reply body once the one for ``request_id`` is in."""
         try:
             data = sock.recv(_RECV_SIZE)
@@ -140,7 +192,7 @@ class DequeueChannel:
             raise
         return None
 
-    def _accept(self, response: Any, request_id: int) -> list[Any] | None:
+    def _accept(self, response: Any, request_id: int) -> Any:
         if not (isinstance(response, list) and len(response) == 3):
             raise ProtocolError(f"the gateway sent a malformed response: {response!r:.200}")
         got_id, status, body = response
@@ -151,11 +203,11 @@ class DequeueChannel:
             return None
         if got_id != request_id:
             raise ProtocolError(f"the gateway answered request {got_id}, which is not in flight")
-        if not isinstance(body, list):
-            raise ProtocolError(f"queue.dequeue answered {type(body).__name__}, not an array")
+        if body is None:
+            raise ProtocolError("queue.dequeue answered nil")
         return body
 
-    def _stop_waiting(self, sock: socket.socket, request_id: int, deadline: float) -> list[Job]:
+    def _stop_waiting(self, sock: socket.socket, request_id: int, deadline: float) -> Any:
         """Half-close, then read the reply (or the end of the stream) until ``deadline``."""
         try:
             sock.shutdown(socket.SHUT_WR)
@@ -170,7 +222,7 @@ class DequeueChannel:
                         break
                     body = self._receive(sock, request_id)
                     if body is not None:
-                        return self._jobs(body)
+                        return body
         except (ConnectionError, ServerError):
             pass  # EOF (the usual end) or the server's goodbye: no job was handed out
         finally:

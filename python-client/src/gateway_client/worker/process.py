@@ -6,6 +6,11 @@ short), runs the job it gets, and reports it with ``queue.complete`` or ``queue.
 makes the process stop taking jobs and exit once the running one is done (or given back by the
 keeper at the shutdown deadline).
 
+A job that succeeded is reported together with the request for the next one (``queue.dequeue``
+with ``complete``: one round trip and one commit per job while jobs are waiting). Only when that
+combined request goes wrong (the gateway is away, or refused it) is the job reported again on its
+own, as below; a completion refused for a lost lease is handled as ``queue.complete``'s would be.
+
 Reports that fail because the gateway is away (restarting) are retried with backoff for up to
 the lease's length; after that the lease has expired and the job runs again elsewhere anyway.
 """
@@ -29,11 +34,17 @@ from gateway_client.errors import (
     ConnectionError,
     GatewayError,
     LeaseLost,
+    ProtocolError,
     ServerError,
     ShuttingDown,
+    TimeoutError,
 )
 from gateway_client.queue import Job, QueueClient
-from gateway_client.worker.dequeue import DequeueChannel, DequeueInterrupted
+from gateway_client.worker.dequeue import (
+    CompletedAndDequeued,
+    DequeueChannel,
+    DequeueInterrupted,
+)
 from gateway_client.worker.errors import class_path
 from gateway_client.worker.joblog import log_job, logger
 from gateway_client.worker.lease_keeper import LeaseKeeper
@@ -90,29 +101,42 @@ class WorkerProcess:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.keeper.start()
-        limit = self.options.max_tasks_per_child
+        pending: list[Job] = []
         try:
-            while not self.stopping and (limit is None or self.jobs_done < limit):
-                for job in self._next_jobs():
-                    self._run(job)
-                    self.jobs_done += 1
+            while pending or self._wants_jobs(0):
+                if not pending:
+                    pending = self._next_jobs()
+                    continue
+                job = pending.pop(0)
+                # Ask for the next job with this one's completion only when none is in hand and
+                # this process will take one more.
+                pending += self._run(job, take_next=not pending and self._wants_jobs(1))
+                self.jobs_done += 1
         finally:
             self.keeper.close()
             self.channel.close()
             self.queue.close()
         return 0
 
+    def _wants_jobs(self, more_done: int) -> bool:
+        """True if the process takes another job once ``more_done`` more are done."""
+        limit = self.options.max_tasks_per_child
+        return not self.stopping and (limit is None or self.jobs_done + more_done < limit)
+
     # --- taking jobs -----------------------------------------------------------------------------
 
-    def _next_jobs(self) -> list[Job]:
-        """Block until a job is handed out; [] when stopping or after a connection failure."""
-        args = {
+    def _dequeue_args(self) -> dict[str, Any]:
+        return {
             "queues": list(self.options.queues),
             "worker_id": self.worker_id,
             "max_jobs": 1,
             "lease_seconds": float(self.options.lease_seconds),
             "wait_ms": self.options.wait_ms,
         }
+
+    def _next_jobs(self) -> list[Job]:
+        """Block until a job is handed out; [] when stopping or after a connection failure."""
+        args = self._dequeue_args()
         delay = 0.05
         while not self.stopping:
             try:
@@ -135,7 +159,12 @@ class WorkerProcess:
 
     # --- running a job ---------------------------------------------------------------------------
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, *, take_next: bool = False) -> list[Job]:
+        """Run ``job`` and report it; return the jobs handed out with its completion, if any.
+
+        :param take_next: report a success with ``queue.dequeue`` (``complete``), which also
+            hands out the next job if one is ready (unless a stop was requested meanwhile).
+        """
         started = time.monotonic()
         self.keeper.begin(job)
         call: TaskCall | None = None
@@ -150,10 +179,23 @@ class WorkerProcess:
             # The keeper timed the job out or gave it back and is ending this process.
             threading.Event().wait()
         stored: Job | None = None
+        next_jobs: list[Job] = []
         if error is None:
             token = job.lease_token or ""
             try:
-                stored = self._report(job, lambda: self.queue.complete(job.id, token, value))
+                # Checked again now: a stop may have been requested while the task ran.
+                take_next = take_next and not self.stopping
+                combined = self._complete_and_dequeue(job, value) if take_next else None
+                if combined is None:
+                    stored = self._report(job, lambda: self.queue.complete(job.id, token, value))
+                else:
+                    next_jobs = combined.jobs
+                    if isinstance(combined.completion_error, LeaseLost):
+                        stored = self._after_lease_lost(job)
+                    elif combined.completion_error is not None:
+                        raise combined.completion_error
+                    else:
+                        stored = combined.completed
             except ServerError as e:  # the result could not be stored (too large, say)
                 error = e
         if error is not None:
@@ -171,6 +213,22 @@ class WorkerProcess:
             worker_id=self.worker_id,
             error=None if error is None else class_path(type(error)),
         )
+        return next_jobs
+
+    def _complete_and_dequeue(self, job: Job, value: Any) -> CompletedAndDequeued | None:
+        """Report ``job`` done and take the next one in one request; None if that went wrong.
+
+        None means the completion's fate is unknown or it was refused as a whole: the caller
+        then reports it on its own (which tells a stored completion from a lost lease).
+        """
+        args = self._dequeue_args()
+        token = job.lease_token or ""
+        args["complete"] = {"id": job.id, "lease_token": token, "return_value": value}
+        try:
+            return self.channel.complete_and_dequeue(args, timeout=30.0)
+        except (ConnectionError, TimeoutError, ProtocolError, ServerError) as e:
+            logger.warning("could not report job %s with the next dequeue: %s", job.id, e)
+            return None
 
     def _report_failure(self, job: Job, error: BaseException) -> Job | None:
         """Store a failed attempt (retried if attempts remain); None if that was not possible."""
