@@ -222,18 +222,35 @@ Result<std::string> SqliteDb::QueryText(std::string_view sql) {
 
 // --- WriteTransaction ---------------------------------------------------------------------------
 
+namespace {
+
+// BEGIN, COMMIT and ROLLBACK run on every write: prepared once per connection, not parsed each
+// time.
+Status RunCached(SqliteDb* db, const std::string& sql) {
+  Result<Statement*> stmt = db->Cached(sql);
+  if (!stmt.ok()) return stmt.status();
+  Status st = (*stmt)->Run();
+  (*stmt)->Reset();
+  return st.ok() ? st : st.WithContext(sql);
+}
+
+}  // namespace
+
 Result<WriteTransaction> WriteTransaction::Begin(SqliteDb* db) {
-  GW_RETURN_IF_ERROR(db->Exec("BEGIN IMMEDIATE"));
+  static const std::string kBegin = "BEGIN IMMEDIATE";
+  GW_RETURN_IF_ERROR(RunCached(db, kBegin));
   return WriteTransaction(db);
 }
 
 WriteTransaction::~WriteTransaction() {
-  if (db_ != nullptr) (void)db_->Exec("ROLLBACK");
+  static const std::string kRollback = "ROLLBACK";
+  if (db_ != nullptr) (void)RunCached(db_, kRollback);
 }
 
 Status WriteTransaction::Commit() {
+  static const std::string kCommit = "COMMIT";
   if (db_ == nullptr) return Status::FailedPrecondition("transaction already finished");
-  Status st = db_->Exec("COMMIT");
+  Status st = RunCached(db_, kCommit);
   if (st.ok()) db_ = nullptr;  // on failure the destructor rolls back
   return st;
 }
