@@ -28,6 +28,12 @@ const OpSpec kEnqueueSpec{"queue.enqueue",
                            {"backoff", ArgType::kFloat, false},
                            {"unique_key", ArgType::kStr, false}},
                           nullptr};
+// The `complete` map of queue.dequeue: queue.complete's arguments.
+const OpSpec kCompleteSpec{"queue.dequeue complete",
+                           {{"id", ArgType::kStr, true},
+                            {"lease_token", ArgType::kStr, true},
+                            {"return_value", ArgType::kAny, false}},
+                           nullptr};
 
 void PackTime(Packer& p, const std::optional<int64_t>& ms) {
   if (ms) {
@@ -151,15 +157,13 @@ void ReplyError(Reply& reply, const Status& st) { reply.Error(QueueErrorCode(st)
 
 // Decodes dequeue's `complete` map; false after answering `reply`.
 bool DecodeCompletion(const msgpack::object& map, Reply& reply, JobQueue::Completion* out) {
-  const Args c(map);
-  const std::optional<std::string_view> id = c.Str("id");
-  const std::optional<std::string_view> token = c.Str("lease_token");
-  if (!id || !token) {
-    reply.Error(ErrorCode::kBadArgument, "'complete' must be a map with 'id' and 'lease_token' (str)");
+  if (std::optional<std::string> problem = OpTable::CheckArgs(kCompleteSpec, map)) {
+    reply.Error(ErrorCode::kBadArgument, "complete: " + *problem);
     return false;
   }
-  out->id = std::string(*id);
-  out->token = std::string(*token);
+  const Args c(map);
+  out->id = std::string(*c.Str("id"));
+  out->token = std::string(*c.Str("lease_token"));
   if (const msgpack::object* v = c.Find("return_value")) out->return_value = Repack(*v);
   return true;
 }
