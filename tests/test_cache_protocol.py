@@ -338,6 +338,18 @@ def test_pipelined_writes_then_read(client: Client) -> None:
     }
 
 
+def test_pipelined_writes_past_the_inflight_limit_are_all_answered_in_order(client: Client) -> None:
+    # 20,000 writes on one connection: more than the 4,096 requests the server reads ahead, so
+    # reading pauses and resumes as replies drain; each loop turn's writes commit together.
+    n = 20_000
+    assert client.call_many([("cache.set", {"key": "p", "value": i}) for i in range(n)]) == [
+        True
+    ] * n
+    assert client.call("cache.get", key="p") == n - 1  # applied in the order they were sent
+    incrs = client.call_many([("cache.incr", {"key": "p", "delta": 1}) for _ in range(5000)])
+    assert incrs == list(range(n, n + 5000))
+
+
 # --- the file, as PROTOCOL.md "Reading the cache file directly" describes it ----------------------
 
 
