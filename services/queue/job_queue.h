@@ -147,6 +147,9 @@ class JobQueue {
     Phase phase = Phase::kCommitting;
     bool in_ready = false;
     int64_t ready_since_us = 0;  // when it last became ready, for pickup latency
+    // Enqueued by this process and never claimed: it has no stored attempts, so the job as
+    // claimed in memory is the stored one and need not be read back.
+    bool never_attempted = false;
     std::vector<std::function<void()>> deferred;
   };
   struct ReadyKey {
