@@ -131,6 +131,9 @@ class Replicator::DbShipper {
   // Ships committed frames, at most kMaxSegmentsPerSync full segments; true once a read reached
   // the end of the WAL (false: writers are ahead).
   Result<bool> ShipWal();
+  // Uploads `read` as the next level-0 segment and advances the shipped position. Does not
+  // compact: a failed merge must not look like a failed upload to callers that keep frames to
+  // upload again (RestartWal's unshipped_), or those would be shipped twice under new txids.
   Status ShipSegment(const WalRead& read);
   void Checkpoint();
   // When the WAL has grown past kRestartWalBytes: under the write lock, read its tail, checkpoint
@@ -321,6 +324,7 @@ Status Replicator::DbShipper::Sync() {
     if (!st.ok()) return st;
     unshipped_.reset();
     SaveState();
+    GW_RETURN_IF_ERROR(Compact(0));
   }
   if (generation_.empty()) return Snapshot(true, "no generation to continue");
   Result<std::optional<WalHeader>> wal = ReadWalHeader(wal_path_);
@@ -418,6 +422,7 @@ Result<bool> Replicator::DbShipper::ShipWal() {
       for (const WalPage& p : t.pages) bytes += p.data.size();
     }
     GW_RETURN_IF_ERROR(ShipSegment(*read));
+    GW_RETURN_IF_ERROR(Compact(0));
     // A read under the budget reached the end of the WAL: what writers commit meanwhile is the
     // next round's (reading on would ship a trickle of tiny segments, and never end under
     // steady writes).
@@ -456,7 +461,7 @@ Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
   ++status_.segments_sent;
   status_.last_txid = txid_;
   status_.last_txid_time_ms = now;
-  return Compact(0);
+  return Status::Ok();
 }
 
 void Replicator::DbShipper::Checkpoint() {
@@ -505,7 +510,10 @@ Status Replicator::DbShipper::RestartWal() {
                                 std::to_string(log) + " frames): a reader holds the WAL");
   }
   SaveState();
-  return pinned;
+  // Only now: the tail is in the replica whatever the merge does.
+  const Status compacted = tail->transactions.empty() ? Status::Ok() : Compact(0);
+  if (!pinned.ok()) return pinned;
+  return compacted;
 }
 
 void Replicator::DbShipper::SaveState() {
