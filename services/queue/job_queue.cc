@@ -375,7 +375,12 @@ void JobQueue::EndClaim(const std::shared_ptr<std::vector<Job>>& claimed, const 
     Active& a = active_.at(j.id);
     const bool first = a.never_attempted;
     a.never_attempted = false;
-    if (first) continue;
+    a.sole_attempt = first;
+    if (first) {
+      j.history = {JobAttempt{j.attempts, j.worker_id.value_or(""),
+                              j.last_attempted_at_ms.value_or(0), std::nullopt, "", "", ""}};
+      continue;
+    }
     Result<Job> stored = Reload(j.id);
     if (stored.ok()) j = std::move(*stored);
   }
@@ -460,17 +465,18 @@ void JobQueue::Complete(const std::string& id, const std::string& token,
   a->phase = Phase::kFinishing;
   const int64_t now = NowMs();
   const int64_t attempt = a->job.attempts;
+  std::optional<Job> stored = SucceededInMemory(*a, now, return_value);
   Write(
       [id, attempt, now, return_value](SqliteDb* db) {
         return WriteSuccess(db, id, attempt, now, return_value);
       },
-      [this, id, done](const Status& st) {
+      [this, id, done, stored = std::move(stored)](const Status& st) {
         if (!st.ok()) {
           EndTransition(&active_.at(id), Phase::kRunning);
           done(st);
           return;
         }
-        Finished(id, done);
+        Finished(id, done, stored);
       });
 }
 
@@ -499,24 +505,28 @@ void JobQueue::CompleteAndDequeue(Completion completion, DequeueRequest request,
   a->phase = Phase::kFinishing;
   const int64_t now = NowMs();
   const int64_t attempt = a->job.attempts;
+  std::optional<Job> stored = SucceededInMemory(*a, now, completion.return_value);
   std::shared_ptr<std::vector<Job>> claimed = PrepareClaim(Take(request), request, now);
   Write(
       [id, attempt, now, value = std::move(completion.return_value), claimed](SqliteDb* db) {
         GW_RETURN_IF_ERROR(WriteSuccess(db, id, attempt, now, value));
         return WriteClaim(db, *claimed, now);
       },
-      [this, id, claimed, done](const Status& st) {
+      [this, id, claimed, done, stored = std::move(stored)](const Status& st) {
         if (!st.ok()) {
           EndTransition(&active_.at(id), Phase::kRunning);
           EndClaim(claimed, st, [done](Result<std::vector<Job>> r) { done(r.status()); });
           return;
         }
         auto out = std::make_shared<CompletedAndDequeued>();
-        Finished(id, [out](const Result<Job>& job) {
-          // The write committed; only re-reading the stored job can fail here.
-          if (job.ok()) out->completed = *job;
-          out->completion = job.ok() ? Status::Ok() : job.status();
-        });
+        Finished(
+            id,
+            [out](const Result<Job>& job) {
+              // The write committed; only re-reading the stored job can fail here.
+              if (job.ok()) out->completed = *job;
+              out->completion = job.ok() ? Status::Ok() : job.status();
+            },
+            stored);
         EndClaim(claimed, st, [out, done](Result<std::vector<Job>> jobs) {
           out->jobs = std::move(*jobs);
           done(std::move(*out));
@@ -600,12 +610,27 @@ void JobQueue::EndAttempt(Active* a, std::string outcome, std::string exception_
 
 // --- finishing, cancel, wait --------------------------------------------------------------------
 
-void JobQueue::Finished(const std::string& id, Callback<Job> done) {
+std::optional<Job> JobQueue::SucceededInMemory(const Active& a, int64_t now,
+                                               const std::optional<std::string>& return_value) {
+  if (!a.sole_attempt) return std::nullopt;
+  // What WriteSuccess stores, applied to the job as its claim stored it.
+  Job j = a.job;
+  j.state = JobState::kSuccessful;
+  j.finished_at_ms = now;
+  j.return_value = return_value;
+  j.lease_token.reset();
+  j.lease_expires_at_ms.reset();
+  j.history = {JobAttempt{j.attempts, j.worker_id.value_or(""), j.last_attempted_at_ms.value_or(0),
+                          now, "successful", "", ""}};
+  return j;
+}
+
+void JobQueue::Finished(const std::string& id, Callback<Job> done, std::optional<Job> stored) {
   Active& a = active_.at(id);
   if (a.job.unique_key) unique_.erase(*a.job.unique_key);
   auto deferred = std::move(a.deferred);
   active_.erase(id);
-  Result<Job> job = Reload(id);
+  Result<Job> job = stored ? Result<Job>(std::move(*stored)) : Reload(id);
   done(job);
   auto waiters = job_waiters_.find(id);
   if (waiters != job_waiters_.end()) {

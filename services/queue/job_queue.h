@@ -150,6 +150,9 @@ class JobQueue {
     // Enqueued by this process and never claimed: it has no stored attempts, so the job as
     // claimed in memory is the stored one and need not be read back.
     bool never_attempted = false;
+    // Its current attempt is its only one, claimed by this process: memory holds all of its
+    // stored history, so a success's answer is built without reading the job back.
+    bool sole_attempt = false;
     std::vector<std::function<void()>> deferred;
   };
   struct ReadyKey {
@@ -206,7 +209,12 @@ class JobQueue {
   bool DeferIfBusy(const std::string& id, std::function<void()> retry);
   void EndAttempt(Active* active, std::string outcome, std::string exception_class_path,
                   std::string traceback, bool retry, Callback<Job> done);
-  void Finished(const std::string& id, Callback<Job> done);
+  // Ends `id`'s life in the index and answers `done` and its waiters with `stored` (the job as
+  // just stored), or with the job read back when that is not given.
+  void Finished(const std::string& id, Callback<Job> done, std::optional<Job> stored = {});
+  // The job as a success at `now` stores it, if memory knows all of it (see sole_attempt).
+  static std::optional<Job> SucceededInMemory(const Active& a, int64_t now,
+                                              const std::optional<std::string>& return_value);
   void ExpireLease(const std::string& id);
   void EnqueueSlot(size_t schedule, int64_t slot_ms);
   Result<Job> Reload(const std::string& id);

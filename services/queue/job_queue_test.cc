@@ -406,6 +406,77 @@ TEST_F(QueueTest, ACompletionOfAFinishedJobIsRefused) {
   EXPECT_EQ(missing->completion.code(), Status::Code::kNotFound);
 }
 
+// Every field a client can see, and the history, of `answered` equals the stored job's.
+void ExpectStored(const Job& answered, const Job& stored) {
+  EXPECT_EQ(answered.id, stored.id);
+  EXPECT_EQ(answered.queue, stored.queue);
+  EXPECT_EQ(answered.task, stored.task);
+  EXPECT_EQ(answered.args, stored.args);
+  EXPECT_EQ(answered.kwargs, stored.kwargs);
+  EXPECT_EQ(answered.priority, stored.priority);
+  EXPECT_EQ(answered.run_after_ms, stored.run_after_ms);
+  EXPECT_EQ(answered.max_attempts, stored.max_attempts);
+  EXPECT_EQ(answered.attempts, stored.attempts);
+  EXPECT_EQ(answered.state, stored.state);
+  EXPECT_EQ(answered.enqueued_at_ms, stored.enqueued_at_ms);
+  EXPECT_EQ(answered.started_at_ms, stored.started_at_ms);
+  EXPECT_EQ(answered.finished_at_ms, stored.finished_at_ms);
+  EXPECT_EQ(answered.last_attempted_at_ms, stored.last_attempted_at_ms);
+  EXPECT_EQ(answered.lease_token, stored.lease_token);
+  EXPECT_EQ(answered.lease_expires_at_ms, stored.lease_expires_at_ms);
+  EXPECT_EQ(answered.worker_id, stored.worker_id);
+  EXPECT_EQ(answered.return_value, stored.return_value);
+  EXPECT_EQ(answered.unique_key, stored.unique_key);
+  ASSERT_EQ(answered.history.size(), stored.history.size());
+  for (size_t i = 0; i < stored.history.size(); ++i) {
+    const JobAttempt& a = answered.history[i];
+    const JobAttempt& b = stored.history[i];
+    EXPECT_EQ(a.attempt, b.attempt);
+    EXPECT_EQ(a.worker_id, b.worker_id);
+    EXPECT_EQ(a.started_at_ms, b.started_at_ms);
+    EXPECT_EQ(a.finished_at_ms, b.finished_at_ms);
+    EXPECT_EQ(a.outcome, b.outcome);
+    EXPECT_EQ(a.exception_class_path, b.exception_class_path);
+    EXPECT_EQ(a.traceback, b.traceback);
+  }
+}
+
+TEST_F(QueueTest, AnsweredJobsAreTheStoredOnesForFirstAndLaterAttempts) {
+  // First attempts are answered from memory, later ones read back: both must match the store.
+  Job j;
+  j.task = "t";
+  j.args = "\x91\x01";
+  j.kwargs = "\x80";
+  j.max_attempts = 3;
+  j.backoff_seconds = 0;
+  j.unique_key = "k";
+  Job queued = EnqueueJob(j);
+  Enqueue("next");
+  Job first = Dequeue().at(0);
+  ExpectStored(first, **queue_->Get(queued.id));
+  clock_.Advance(7'000);
+  ASSERT_TRUE(Fail(first).ok());
+  clock_.Advance(3'000);
+  Job second = Dequeue().at(0);
+  ASSERT_EQ(second.id, queued.id);
+  ExpectStored(second, **queue_->Get(queued.id));
+  clock_.Advance(5'000);
+  auto done = Complete(second);
+  ASSERT_TRUE(done.ok());
+  ExpectStored(*done, **queue_->Get(queued.id));
+
+  Job other = Dequeue().at(0);
+  clock_.Advance(2'000);
+  auto r = CompleteAndDequeue(other);
+  ASSERT_TRUE(r.ok() && r->completed.has_value());
+  ExpectStored(*r->completed, **queue_->Get(other.id));
+  Job third = Enqueue("third");
+  Job running = Dequeue().at(0);
+  auto plain = Complete(running, "\x92\x01\xa1x");
+  ASSERT_TRUE(plain.ok());
+  ExpectStored(*plain, **queue_->Get(third.id));
+}
+
 TEST_F(QueueTest, CompleteAndDequeueSurvivesARestart) {
   Enqueue("first");
   Job second = Enqueue("second");
