@@ -275,6 +275,18 @@ void CacheWriter::Run() {
 
 std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
     const std::vector<CacheWrite>& writes) {
+  // Only bounded work on the caller's thread (the event loop, serving every client): a clear can
+  // delete any number of rows, so it goes to the writer thread, as do large multi-key writes.
+  constexpr size_t kMaxKeysNow = 64;
+  size_t keys = 0;
+  for (const CacheWrite& w : writes) {
+    if (w.op == CacheOp::kClearAll || w.op == CacheOp::kClearPrefix) return std::nullopt;
+    keys += 1 + w.items.size() + w.keys.size();
+  }
+  if (keys > kMaxKeysNow * 8) return std::nullopt;
+  for (const CacheWrite& w : writes) {
+    if (w.items.size() > kMaxKeysNow || w.keys.size() > kMaxKeysNow) return std::nullopt;
+  }
   std::unique_lock<std::mutex> db_lock(db_mu_, std::try_to_lock);
   if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread is busy with the database
   {

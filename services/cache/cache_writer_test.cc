@@ -250,7 +250,8 @@ TEST_F(CacheTest, SizeBudgetKeepsTheFileSmall) {
   }
   auto db = SqliteDb::Open(dir_.File("cache.db"), SqliteDb::Mode::kReadOnly);
   ASSERT_TRUE(db.ok());
-  const int64_t bytes = *(*db)->QueryInt("PRAGMA page_count") * *(*db)->QueryInt("PRAGMA page_size");
+  const int64_t bytes =
+      *(*db)->QueryInt("PRAGMA page_count") * *(*db)->QueryInt("PRAGMA page_size");
   EXPECT_LE(bytes, (2 << 20) * 11 / 10);
   EXPECT_GT(writer_->Counters().evictions, 1500);
   EXPECT_TRUE(Get("k1999"));  // the most recent writes are kept
@@ -375,6 +376,26 @@ TEST_F(CacheTest, TryApplyNowNeverWaitsForTheWriteLockAndNeverOvertakesQueuedWri
   std::optional<std::vector<CacheWriteResult>> now = ApplyNow({SetWrite("k", 3)});
   ASSERT_TRUE(now.has_value());
   EXPECT_EQ(Get("k")->integer, 3);
+}
+
+TEST_F(CacheTest, TryApplyNowLeavesUnboundedWritesToTheWriterThread) {
+  Open();
+  ASSERT_TRUE(ApplyNow({SetWrite("k", 1)}).has_value());  // idle, so small writes go now
+  CacheWrite clear;
+  clear.op = CacheOp::kClearAll;
+  EXPECT_FALSE(writer_->TryApplyNow({SetWrite("a", 1), clear}).has_value());
+  CacheWrite prefix;
+  prefix.op = CacheOp::kClearPrefix;
+  prefix.prefix = "k";
+  EXPECT_FALSE(writer_->TryApplyNow({prefix}).has_value());
+  CacheWrite many;
+  many.op = CacheOp::kSetMany;
+  for (int i = 0; i < 1000; ++i) {
+    many.items.emplace_back(StoredKey::From("m" + std::to_string(i)), CacheValue::Int(i));
+  }
+  EXPECT_FALSE(writer_->TryApplyNow({many}).has_value());
+  EXPECT_EQ(Get("k")->integer, 1);  // declined means untouched
+  EXPECT_FALSE(Get("m0"));
 }
 
 TEST_F(CacheTest, TryApplyNowWakesTheSweepForAnEarlierExpiry) {
