@@ -12,6 +12,7 @@ when the worker itself ended it (``timeout``, ``cancelled``, ``lease_lost``, ``s
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -22,6 +23,8 @@ __all__ = ["LOGGER_NAME", "configure_logging", "log_job", "logfmt"]
 LOGGER_NAME = "gateway_client.worker"
 logger = logging.getLogger(LOGGER_NAME)
 
+_NEEDS_QUOTES = re.compile(r'[ "=\n\t]')
+
 
 def logfmt(**fields: Any) -> str:
     """Render ``key=value`` pairs, quoting values that hold spaces, quotes or ``=``."""
@@ -30,7 +33,7 @@ def logfmt(**fields: Any) -> str:
         if value is None:
             continue
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        if not text or any(c in text for c in ' "=\n\t'):
+        if not text or _NEEDS_QUOTES.search(text):
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
         parts.append(f"{key}={text}")
     return " ".join(parts)
@@ -47,6 +50,8 @@ def log_job(
 ) -> None:
     """Write the one line of a finished attempt (WARNING when it did not succeed)."""
     level = logging.INFO if state == "SUCCESSFUL" else logging.WARNING
+    if not logger.isEnabledFor(level):
+        return  # nobody would read the line: do not build it
     logger.log(
         level,
         logfmt(
