@@ -47,21 +47,6 @@ class Fd {
   int fd_;
 };
 
-// Reads exactly n bytes at offset; false at end of file.
-Result<bool> ReadAt(int fd, uint64_t offset, unsigned char* buf, size_t n, const std::string& path) {
-  size_t done = 0;
-  while (done < n) {
-    ssize_t r = pread(fd, buf + done, n - done, static_cast<off_t>(offset + done));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return Status::IoError("cannot read " + path + ": " + std::strerror(errno));
-    }
-    if (r == 0) return false;
-    done += static_cast<size_t>(r);
-  }
-  return true;
-}
-
 // Reads up to n bytes at offset, fewer only at the end of the file; returns how many.
 Result<size_t> ReadUpTo(int fd, uint64_t offset, char* buf, size_t n, const std::string& path) {
   size_t done = 0;
@@ -75,6 +60,13 @@ Result<size_t> ReadUpTo(int fd, uint64_t offset, char* buf, size_t n, const std:
     done += static_cast<size_t>(r);
   }
   return done;
+}
+
+// Reads exactly n bytes at offset; false at end of file.
+Result<bool> ReadAt(int fd, uint64_t offset, unsigned char* buf, size_t n, const std::string& path) {
+  Result<size_t> got = ReadUpTo(fd, offset, reinterpret_cast<char*>(buf), n, path);
+  if (!got.ok()) return got.status();
+  return *got == n;
 }
 
 // Calls `visit(frame_index, frame_header, page)` for each valid frame after `from`, tracking the

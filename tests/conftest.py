@@ -19,7 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from gateway_client.queue import QueueClient
 from gateway_harness import GatewayProcess, kill_all, merge_config
+from queue_harness import WorkerPool
 
 # The GatewayCache suite has its own conftest and settings; tests/test_cache_django.py runs it in
 # a separate process per Django version, so this run must not collect (or configure) it.
@@ -82,6 +84,21 @@ def gateway(
     for marker in reversed(list(request.node.iter_markers("gateway_config"))):
         overrides = merge_config(overrides, marker.args[0] if marker.args else marker.kwargs)
     return gateway_factory(overrides)
+
+
+@pytest.fixture
+def queue(gateway: GatewayProcess) -> Iterator[QueueClient]:
+    """A queue client on the ``gateway`` fixture's socket."""
+    client = QueueClient(gateway.socket_path)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def workers(gateway_dir: Path) -> Iterator[WorkerPool]:
+    """Worker processes (``WorkerPool``), all stopped at the end of the test."""
+    with WorkerPool(gateway_dir) as pool:
+        yield pool
 
 
 @pytest.fixture(autouse=True)

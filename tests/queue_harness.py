@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,12 +194,6 @@ class WorkerPool:
             message=f"fewer than {count} records within {timeout} s: {self.read()!r:.2000}\n"
             + "\n".join(run.log_text()[-3000:] for run in self.runs),
         )
-
-
-def pool(folder: Path) -> Iterator[WorkerPool]:
-    """Body of the ``workers`` fixture of the test modules."""
-    with WorkerPool(folder) as workers:
-        yield workers
 
 
 def wait_finished(queue: QueueClient, job_ids: Iterable[str], timeout: float = 30.0) -> list[Job]:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,21 +18,9 @@ from gateway_client.worker.dequeue import DequeueChannel
 from gateway_client.worker.options import WorkerOptions
 from gateway_client.worker.process import WorkerProcess
 from gateway_harness import GatewayProcess
-from queue_harness import WorkerPool, pool, wait_finished
+from queue_harness import WorkerPool, wait_finished
 
 WORKER = "tests:complete"
-
-
-@pytest.fixture
-def workers(gateway_dir: Path) -> Iterator[WorkerPool]:
-    yield from pool(gateway_dir)
-
-
-@pytest.fixture
-def queue(gateway: GatewayProcess) -> Iterator[QueueClient]:
-    client = QueueClient(gateway.socket_path)
-    yield client
-    client.close()
 
 
 def complete_and_dequeue(

@@ -13,13 +13,12 @@ import datetime as dt
 import json
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from gateway_harness import REPO, GatewayProcess, build_dir
-from queue_harness import WorkerPool, pool
+from queue_harness import WorkerPool
 
 PROJECT = Path(__file__).resolve().parent / "django_tasks_project"
 VENVS = {
@@ -27,11 +26,6 @@ VENVS = {
     "django52": REPO / ".venv-django52" / "bin" / "python",
 }
 FRAMEWORK = {"django6": "django.tasks", "django52": "django_tasks"}
-
-
-@pytest.fixture
-def workers(gateway_dir: Path) -> Iterator[WorkerPool]:
-    yield from pool(gateway_dir)
 
 
 def venv_python(name: str) -> Path:

@@ -12,8 +12,7 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -29,15 +28,10 @@ from gateway_client.queue import (
     enqueue_args,
 )
 from gateway_harness import BASE_CONFIG, GatewayProcess, render_toml
-from queue_harness import WorkerPool, pool, wait_finished
+from queue_harness import WorkerPool, wait_finished
 from wire import wait_until
 
 WORKER = "tests:1"
-
-
-@pytest.fixture
-def workers(gateway_dir: Path) -> Iterator[WorkerPool]:
-    yield from pool(gateway_dir)
 
 
 def restart(gateway: GatewayProcess, sig: int = signal.SIGKILL) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -30,13 +29,6 @@ from gateway_harness import GatewayProcess
 from wire import RawConnection
 
 WORKER = "tests:1"
-
-
-@pytest.fixture
-def queue(gateway: GatewayProcess) -> Iterator[QueueClient]:
-    client = QueueClient(gateway.socket_path)
-    yield client
-    client.close()
 
 
 def take_one(queue: QueueClient, name: str = "default", **kwargs: Any) -> Job:

@@ -11,7 +11,6 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,23 +25,11 @@ from gateway_client.queue import (
     enqueue_args,
 )
 from gateway_harness import GatewayProcess
-from queue_harness import WorkerPool, pool, wait_finished
+from queue_harness import WorkerPool, wait_finished
 from wire import wait_until
 
 TIMEOUT_CLASS = "gateway_client.worker.errors.TaskTimeout"
 SHUTDOWN_CLASS = "gateway_client.worker.errors.WorkerShutdown"
-
-
-@pytest.fixture
-def workers(gateway_dir: Path) -> Iterator[WorkerPool]:
-    yield from pool(gateway_dir)
-
-
-@pytest.fixture
-def queue(gateway: GatewayProcess) -> Iterator[QueueClient]:
-    client = QueueClient(gateway.socket_path)
-    yield client
-    client.close()
 
 
 def state_counts(queue: QueueClient, name: str) -> dict[str, int]:
