@@ -247,7 +247,7 @@ void CacheWriter::Run() {
       Result<WriteTransaction> txn = WriteTransaction::Begin(db_.get());
       const int64_t entries_before = entries_, bytes_before = bytes_;
       const int64_t evictions_before = evictions_.load();
-      if (txn.ok() && EnforceBudget(8).ok() && txn->Commit().ok()) {
+      if (txn.ok() && EnforceBudget(8, nullptr).ok() && txn->Commit().ok()) {
         Publish();
       } else {
         entries_ = entries_before;
@@ -311,8 +311,8 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
   std::vector<CacheWriteResult> results;
   // One round of evictions at most here: a long eviction would stall every client of the loop;
   // the writer thread finishes the job in its own transaction.
-  ApplyInTransaction(std::move(*txn), pointers, 1, &results);
-  const bool over_budget = OverBudget();
+  bool over_budget = false;
+  ApplyInTransaction(std::move(*txn), pointers, 1, &results, &over_budget);
   bool restart = false;
   if (options_.restart_wal_bytes > 0) {
     restart = wal_frames_ * page_size_ >= options_.restart_wal_bytes;
@@ -374,13 +374,14 @@ void CacheWriter::ApplyBatch(std::vector<Pending>* batch) {
     for (Pending& p : *batch) p.done(failure);
     return;
   }
-  ApplyInTransaction(std::move(*txn), writes, 8, &results);
+  ApplyInTransaction(std::move(*txn), writes, 8, &results, nullptr);
   for (size_t i = 0; i < batch->size(); ++i) (*batch)[i].done(std::move(results[i]));
 }
 
 void CacheWriter::ApplyInTransaction(WriteTransaction txn,
                                      const std::vector<const CacheWrite*>& writes,
-                                     int budget_rounds, std::vector<CacheWriteResult>* results) {
+                                     int budget_rounds, std::vector<CacheWriteResult>* results,
+                                     bool* budget_unfinished) {
   const int64_t now = clock_->NowUnixMicros() / 1000;
   const int64_t entries_before = entries_, bytes_before = bytes_;
   const int64_t evictions_before = evictions_.load();
@@ -395,7 +396,7 @@ void CacheWriter::ApplyInTransaction(WriteTransaction txn,
     }
     results->push_back(std::move(*r));
   }
-  if (st.ok()) st = EnforceBudget(budget_rounds);
+  if (st.ok()) st = EnforceBudget(budget_rounds, budget_unfinished);
   if (st.ok()) st = txn.Commit();
   if (!st.ok()) {
     // `txn` rolls back as it goes out of scope: nothing of this batch happened.
@@ -652,16 +653,10 @@ Result<int64_t> CacheWriter::PagesInUse() {
   return used;
 }
 
-bool CacheWriter::OverBudget() {
-  if (options_.max_entries > 0 && entries_ > options_.max_entries) return true;
-  if (options_.max_size <= 0) return false;
-  Result<int64_t> used = PagesInUse();
-  return used.ok() && *used > options_.max_size / page_size_;
-}
-
-Status CacheWriter::EnforceBudget(int max_rounds) {
+Status CacheWriter::EnforceBudget(int max_rounds, bool* unfinished) {
   // Bounded work per transaction: a few rounds of deletions, each of a bounded number of rows.
   constexpr int64_t kMaxRowsPerRound = 4096;
+  if (unfinished != nullptr) *unfinished = false;
   if (options_.max_entries > 0 && entries_ > options_.max_entries) {
     evict_.Reset();
     GW_RETURN_IF_ERROR(evict_.BindInt(1, entries_ - options_.max_entries));
@@ -687,6 +682,8 @@ Status CacheWriter::EnforceBudget(int max_rounds) {
     Result<int64_t> removed = DeleteReturningSizes(&evict_);
     if (!removed.ok()) return removed.status();
     evictions_ += *removed;
+    // Out of rounds before reaching the target: maybe still over the budget.
+    if (round == max_rounds - 1 && unfinished != nullptr) *unfinished = true;
   }
   return Status::Ok();
 }

@@ -156,8 +156,10 @@ class CacheWriter {
   // Applies `writes` in one transaction already begun, enforces the budget with at most
   // `budget_rounds` rounds of evictions and commits; fills `results`. On failure everything rolled
   // back, counters included, and `results` holds one kStorage failure per write.
+  // `budget_unfinished` (if given): whether the evictions ran out of rounds (see EnforceBudget).
   void ApplyInTransaction(WriteTransaction txn, const std::vector<const CacheWrite*>& writes,
-                          int budget_rounds, std::vector<CacheWriteResult>* results);
+                          int budget_rounds, std::vector<CacheWriteResult>* results,
+                          bool* budget_unfinished);
   Result<CacheWriteResult> Apply(const CacheWrite& w, int64_t now);
   Result<Row> Lookup(const StoredKey& key, int64_t now, CacheValue* value);
   Status Put(const StoredKey& key, const CacheValue& value, const Expiry& expiry, int64_t now);
@@ -165,8 +167,9 @@ class CacheWriter {
   // Deletes with a statement that RETURNs size; returns rows removed.
   Result<int64_t> DeleteReturningSizes(Statement* stmt);
   Status Cull(int64_t max_entries, int64_t frequency);
-  Status EnforceBudget(int max_rounds);
-  bool OverBudget();
+  // Evicts down to the budget in at most `max_rounds` rounds; `unfinished` (if given) says
+  // whether it ran out of rounds first.
+  Status EnforceBudget(int max_rounds, bool* unfinished);
   Result<int64_t> PagesInUse();
   void SweepExpired(int64_t now);
   // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
