@@ -121,9 +121,10 @@ Status JobQueue::Load() {
 void JobQueue::Write(std::function<Status(SqliteDb*)> apply,
                      std::function<void(const Status&)> then) {
   if (hooks_.flush_soon) {
-    if (gathered_.empty()) hooks_.flush_soon();
     gathered_.push_back(std::move(apply));
     gathered_then_.push_back(std::move(then));
+    // Once per batch; after it the owner may flush at once (at shutdown), so the write is in.
+    if (gathered_.size() == 1) hooks_.flush_soon();
     return;
   }
   auto post = hooks_.post;
