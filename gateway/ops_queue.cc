@@ -301,6 +301,7 @@ void QueueOps::Register(OpTable* table) {
                {"traceback", ArgType::kStr, false},
                {"retry", ArgType::kBool, false}},
               bind(&QueueOps::Fail)});
+  table->Add({"queue.release", {id, token}, bind(&QueueOps::Release)});
   table->Add({"queue.cancel", {id}, bind(&QueueOps::Cancel)});
   table->Add({"queue.get", {id}, bind(&QueueOps::Get)});
   table->Add({"queue.wait", {id, {"timeout_ms", ArgType::kUint, false}}, bind(&QueueOps::Wait)});
@@ -423,40 +424,39 @@ void QueueOps::Dequeue(const Args& args, Reply reply) {
 void QueueOps::CompleteAndDequeue(JobQueue::Completion completion, JobQueue::DequeueRequest req,
                                   Reply reply) {
   auto shared = std::make_shared<Reply>(std::move(reply));
-  queue_->CompleteAndDequeue(
-      std::move(completion), std::move(req),
-      [this, shared](Result<JobQueue::CompletedAndDequeued> r) {
-        if (!r.ok()) {
-          ReplyError(*shared, r.status());
-          return;
-        }
-        const int64_t now = clock_->NowUnixMicros() / 1000;
-        shared->Ok([&](Packer& p) {
-          p.pack_map(3);
-          PackStr(p, "jobs");
-          p.pack_array(static_cast<uint32_t>(r->jobs.size()));
-          for (const Job& j : r->jobs) PackJob(p, j, now, true);
-          PackStr(p, "completed");
-          if (r->completed) {
-            PackJob(p, *r->completed, now, false);
-          } else {
-            p.pack_nil();
-          }
-          PackStr(p, "completion_error");
-          if (r->completion.ok()) {
-            p.pack_nil();
-          } else {
-            const ErrorCode code = QueueErrorCode(r->completion);
-            p.pack_map(3);
-            PackStr(p, "status");
-            p.pack_uint32(static_cast<uint32_t>(code));
-            PackStr(p, "code");
-            PackStr(p, ErrorCodeName(code));
-            PackStr(p, "message");
-            PackStr(p, r->completion.message());
-          }
-        });
-      });
+  queue_->CompleteAndDequeue(std::move(completion), std::move(req),
+                             [this, shared](Result<JobQueue::CompletedAndDequeued> r) {
+                               if (!r.ok()) {
+                                 ReplyError(*shared, r.status());
+                                 return;
+                               }
+                               const int64_t now = clock_->NowUnixMicros() / 1000;
+                               shared->Ok([&](Packer& p) {
+                                 p.pack_map(3);
+                                 PackStr(p, "jobs");
+                                 p.pack_array(static_cast<uint32_t>(r->jobs.size()));
+                                 for (const Job& j : r->jobs) PackJob(p, j, now, true);
+                                 PackStr(p, "completed");
+                                 if (r->completed) {
+                                   PackJob(p, *r->completed, now, false);
+                                 } else {
+                                   p.pack_nil();
+                                 }
+                                 PackStr(p, "completion_error");
+                                 if (r->completion.ok()) {
+                                   p.pack_nil();
+                                 } else {
+                                   const ErrorCode code = QueueErrorCode(r->completion);
+                                   p.pack_map(3);
+                                   PackStr(p, "status");
+                                   p.pack_uint32(static_cast<uint32_t>(code));
+                                   PackStr(p, "code");
+                                   PackStr(p, ErrorCodeName(code));
+                                   PackStr(p, "message");
+                                   PackStr(p, r->completion.message());
+                                 }
+                               });
+                             });
 }
 
 void QueueOps::Heartbeat(const Args& args, Reply reply) {
@@ -500,6 +500,13 @@ void QueueOps::Fail(const Args& args, Reply reply) {
       std::string(*args.Str("id")), std::string(*args.Str("lease_token")),
       std::string(args.Str("exception_class_path").value_or("builtins.Exception")),
       std::string(args.Str("traceback").value_or("")), args.Bool("retry").value_or(true),
+      [this, shared](Result<Job> r) { ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000); });
+}
+
+void QueueOps::Release(const Args& args, Reply reply) {
+  auto shared = std::make_shared<Reply>(std::move(reply));
+  queue_->Release(
+      std::string(*args.Str("id")), std::string(*args.Str("lease_token")),
       [this, shared](Result<Job> r) { ReplyJob(*shared, r, clock_->NowUnixMicros() / 1000); });
 }
 

@@ -49,6 +49,7 @@ class QueueOps {
   void Heartbeat(const Args& args, Reply reply);
   void Complete(const Args& args, Reply reply);
   void Fail(const Args& args, Reply reply);
+  void Release(const Args& args, Reply reply);
   void Cancel(const Args& args, Reply reply);
   void Get(const Args& args, Reply reply);
   void Wait(const Args& args, Reply reply);

@@ -173,6 +173,8 @@ void JobQueue::ArmNext() {
 }
 
 void JobQueue::Place(Active* a) {
+  a->handout.reset();  // a job waiting to run is nobody's
+  a->before_claim.reset();
   const Job& j = a->job;
   if (j.run_after_ms && *j.run_after_ms > NowMs()) {
     AddTimer(*j.run_after_ms, {TimerKind::kRunAfter, j.id});
@@ -352,7 +354,12 @@ Status JobQueue::WriteClaim(SqliteDb* db, const std::vector<Job>& claimed, int64
 void JobQueue::EndClaim(const std::shared_ptr<std::vector<Job>>& claimed, const Status& st,
                         const Callback<std::vector<Job>>& done) {
   const int64_t at_us = clock_->NowUnixMicros();
-  for (const Job& j : *claimed) {
+  std::shared_ptr<Handout> handout;
+  if (st.ok() && claimed->size() > 1) {
+    handout = std::make_shared<Handout>(Handout{std::vector<bool>(claimed->size(), false)});
+  }
+  for (size_t i = 0; i < claimed->size(); ++i) {
+    const Job& j = (*claimed)[i];
     Active& a = active_.at(j.id);
     if (!st.ok()) {
       Place(&a);
@@ -362,6 +369,11 @@ void JobQueue::EndClaim(const std::shared_ptr<std::vector<Job>>& claimed, const 
     std::deque<double>& samples = pickup_samples_[j.queue];
     samples.push_back(static_cast<double>(at_us - a.ready_since_us) / 1e6);
     if (samples.size() > kLatencySamples) samples.pop_front();
+    if (handout) {
+      a.handout = handout;
+      a.handout_index = i;
+      if (i > 0) a.before_claim = std::move(a.job);
+    }
     a.job = j;
     AddTimer(*j.lease_expires_at_ms, {TimerKind::kLease, j.id});
   }
@@ -463,22 +475,21 @@ void JobQueue::Complete(const std::string& id, const std::string& token,
     return;
   }
   Active* a = *leased;
+  MarkReported(a);
   a->phase = Phase::kFinishing;
   const int64_t now = NowMs();
   const int64_t attempt = a->job.attempts;
   std::optional<Job> stored = SucceededInMemory(*a, now, return_value);
-  Write(
-      [id, attempt, now, return_value](SqliteDb* db) {
-        return WriteSuccess(db, id, attempt, now, return_value);
-      },
-      [this, id, done, stored = std::move(stored)](const Status& st) {
-        if (!st.ok()) {
-          EndTransition(&active_.at(id), Phase::kRunning);
-          done(st);
-          return;
-        }
-        Finished(id, done, stored);
-      });
+  Write([id, attempt, now,
+         return_value](SqliteDb* db) { return WriteSuccess(db, id, attempt, now, return_value); },
+        [this, id, done, stored = std::move(stored)](const Status& st) {
+          if (!st.ok()) {
+            EndTransition(&active_.at(id), Phase::kRunning);
+            done(st);
+            return;
+          }
+          Finished(id, done, stored);
+        });
 }
 
 void JobQueue::CompleteAndDequeue(Completion completion, DequeueRequest request,
@@ -503,6 +514,7 @@ void JobQueue::CompleteAndDequeue(Completion completion, DequeueRequest request,
     return;
   }
   Active* a = *leased;
+  MarkReported(a);
   a->phase = Phase::kFinishing;
   const int64_t now = NowMs();
   const int64_t attempt = a->job.attempts;
@@ -547,8 +559,67 @@ void JobQueue::Fail(const std::string& id, const std::string& token,
     done(leased.status());
     return;
   }
+  MarkReported(*leased);
   EndAttempt(*leased, "failed", std::move(exception_class_path), std::move(traceback), retry,
              std::move(done));
+}
+
+void JobQueue::Release(const std::string& id, const std::string& token, Callback<Job> done) {
+  if (DeferIfBusy(id, [=, this] { Release(id, token, done); })) return;
+  Result<Active*> leased = Leased(id, token);
+  if (!leased.ok()) {
+    done(leased.status());
+    return;
+  }
+  if (Started(**leased)) {
+    done(Status::FailedPrecondition(
+        "job " + id +
+        " has started (it was the first job of its dequeue answer, every job before it was "
+        "reported, or it was handed out before the gateway restarted): report it with "
+        "queue.complete or queue.fail instead of releasing it"));
+    return;
+  }
+  PutBack(*leased, std::move(done));
+}
+
+bool JobQueue::Started(const Active& a) {
+  if (!a.handout) return true;
+  for (size_t i = 0; i < a.handout_index; ++i) {
+    if (!a.handout->reported[i]) return false;
+  }
+  return true;
+}
+
+void JobQueue::MarkReported(Active* a) {
+  if (a->handout) a->handout->reported[a->handout_index] = true;
+}
+
+void JobQueue::PutBack(Active* a, Callback<Job> done) {
+  const std::string id = a->job.id;
+  const int64_t attempt = a->job.attempts;
+  auto before = std::make_shared<const Job>(std::move(*a->before_claim));
+  a->before_claim.reset();
+  a->phase = Phase::kFinishing;
+  Write([before, attempt](SqliteDb* db) { return UndoAttempt(db, *before, attempt); },
+        [this, id, before, done](const Status& st) {
+          Active& active = active_.at(id);
+          if (!st.ok()) {
+            active.before_claim = *before;
+            EndTransition(&active, Phase::kRunning);
+            done(st);
+            return;
+          }
+          active.job = *before;
+          // Its stored attempt records may differ from memory now (a claim replaced and this
+          // deleted one): answers are read back until its next first attempt.
+          active.never_attempted = false;
+          active.sole_attempt = false;
+          Place(&active);
+          EndTransition(&active, Phase::kWaiting);
+          done(Reload(id));
+          Dispatch();
+          ArmNext();
+        });
 }
 
 void JobQueue::ExpireLease(const std::string& id) {
@@ -556,6 +627,11 @@ void JobQueue::ExpireLease(const std::string& id) {
   if (it == active_.end() || it->second.phase != Phase::kRunning) return;
   Active& a = it->second;
   if (a.job.lease_expires_at_ms.value_or(0) > NowMs()) return;  // renewed since
+  if (!Started(a)) {
+    // A prefetched job its holder never got to (it died or stopped): no attempt was made.
+    PutBack(&a, [](const Result<Job>&) {});
+    return;
+  }
   EndAttempt(&a, "lease_expired", "gateway.LeaseExpired",
              "worker " + a.job.worker_id.value_or("?") +
                  " did not finish or heartbeat the job before its lease ended",

@@ -120,6 +120,10 @@ class JobQueue {
                 std::optional<std::string> return_value, Callback<Job> done);
   void Fail(const std::string& id, const std::string& token, std::string exception_class_path,
             std::string traceback, bool retry, Callback<Job> done);
+  // Gives back a job handed out by a prefetching dequeue that has not started (PROTOCOL.md
+  // "Prefetch"): READY again as if never handed out. kFailedPrecondition (not lease lost) if it
+  // has started.
+  void Release(const std::string& id, const std::string& token, Callback<Job> done);
   void Cancel(const std::string& id, Callback<Job> done);
   Result<std::optional<Job>> Get(const std::string& id);
   void Wait(const std::string& id, int64_t timeout_ms, Callback<Job> done);
@@ -142,6 +146,12 @@ class JobQueue {
   // Where an unfinished job is. Transitions (kCommitting, kClaiming, kFinishing) wait for a
   // write; requests about the job that arrive meanwhile are deferred until it lands.
   enum class Phase { kCommitting, kWaiting, kClaiming, kRunning, kFinishing };
+  // The jobs of one dequeue answer with several, in order: reported[i] turns true once the
+  // holder reported job i (completed or failed it). Job i has started once every job before it
+  // was reported; the first has started when handed out.
+  struct Handout {
+    std::vector<bool> reported;
+  };
   struct Active {
     Job job;
     Phase phase = Phase::kCommitting;
@@ -154,6 +164,12 @@ class JobQueue {
     // stored history, so a success's answer is built without reading the job back.
     bool sole_attempt = false;
     std::vector<std::function<void()>> deferred;
+    // Set while the job is handed out as one of several in one dequeue answer (a prefetch): the
+    // answer's report flags and this job's place in it. `before_claim` is the job as it was
+    // before that claim (for all but the first), to put it back should it never start.
+    std::shared_ptr<Handout> handout;
+    size_t handout_index = 0;
+    std::optional<Job> before_claim;
   };
   struct ReadyKey {
     int64_t neg_priority;
@@ -216,6 +232,11 @@ class JobQueue {
   static std::optional<Job> SucceededInMemory(const Active& a, int64_t now,
                                               const std::optional<std::string>& return_value);
   void ExpireLease(const std::string& id);
+  // Prefetch: whether the holder has started this job (see Handout); a report marks it.
+  static bool Started(const Active& a);
+  static void MarkReported(Active* a);
+  // Puts a handed-out job that never started back to READY as it was before its claim.
+  void PutBack(Active* a, Callback<Job> done);
   void EnqueueSlot(size_t schedule, int64_t slot_ms);
   Result<Job> Reload(const std::string& id);
   int64_t RetryDelayMs(const Job& job);

@@ -29,8 +29,8 @@ class QueueTest : public ::testing::Test {
       cv_.notify_all();
     };
     hooks.arm_timer = [this](int64_t at) { armed_ = at; };
-    auto q = JobQueue::Open(dir_.File("queue.db"), SqliteTuning(), &clock_, hooks,
-                            std::move(schedules));
+    auto q =
+        JobQueue::Open(dir_.File("queue.db"), SqliteTuning(), &clock_, hooks, std::move(schedules));
     ASSERT_TRUE(q.ok()) << q.status().ToString();
     queue_ = std::move(*q);
   }
@@ -97,7 +97,12 @@ class QueueTest : public ::testing::Test {
     });
   }
   Result<Job> Fail(const Job& j, bool retry = true) {
-    return Call<Job>([&](auto cb) { queue_->Fail(j.id, *j.lease_token, "x.Err", "tb", retry, cb); });
+    return Call<Job>(
+        [&](auto cb) { queue_->Fail(j.id, *j.lease_token, "x.Err", "tb", retry, cb); });
+  }
+  // Waits until the in-memory index has no RUNNING job left (expiries write before they land).
+  void PumpUntilNoneRunning() {
+    PumpUntil([&] { return queue_->Stats()->at("default").states[JobState::kRunning] == 0; });
   }
   void Advance(int64_t ms) {
     clock_.Advance(ms * 1000);
@@ -203,6 +208,126 @@ TEST_F(QueueTest, AnExpiredLeaseIsAFailedAttemptAndTheLateCompleteIsRefused) {
   ASSERT_EQ(stored->history.size(), 2u);
   EXPECT_EQ(stored->history[0].outcome, "lease_expired");
   EXPECT_EQ(stored->history[0].exception_class_path, "gateway.LeaseExpired");
+}
+
+TEST_F(QueueTest, PrefetchedJobsThatNeverStartedGoBackWithoutUsingAnAttempt) {
+  Job j;
+  j.task = "t";
+  j.max_attempts = 1;
+  std::vector<Job> queued;
+  for (int i = 0; i < 4; ++i) queued.push_back(EnqueueJob(j));
+  std::vector<Job> held = Dequeue(4, 0, 1000);
+  ASSERT_EQ(held.size(), 4u);
+  for (const Job& h : held) EXPECT_EQ(h.attempts, 1);
+  ASSERT_TRUE(Complete(held[0]).ok());  // job 1 reported: job 2 has started
+  Advance(1000);                        // the worker died while running job 2
+  PumpUntilNoneRunning();
+  // Job 2 used its only attempt; jobs 3 and 4 are as if never handed out.
+  auto second = *queue_->Get(held[1].id);
+  EXPECT_EQ(second->state, JobState::kFailed);
+  ASSERT_EQ(second->history.size(), 1u);
+  EXPECT_EQ(second->history[0].outcome, "lease_expired");
+  for (int i = 2; i < 4; ++i) {
+    auto back = *queue_->Get(held[i].id);
+    EXPECT_EQ(back->state, JobState::kReady);
+    EXPECT_EQ(back->attempts, 0);
+    EXPECT_TRUE(back->history.empty());
+    EXPECT_FALSE(back->started_at_ms.has_value());
+    EXPECT_FALSE(back->last_attempted_at_ms.has_value());
+    EXPECT_FALSE(back->lease_token.has_value());
+    EXPECT_TRUE(IsLeaseLost(Complete(held[i]).status()));
+  }
+  // They keep their place: handed out again first, in enqueue order, as first attempts.
+  std::vector<Job> again = Dequeue(4);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(again[0].id, held[2].id);
+  EXPECT_EQ(again[1].id, held[3].id);
+  EXPECT_EQ(again[0].attempts, 1);
+  ASSERT_TRUE(Complete(again[0]).ok());
+  ASSERT_TRUE(Complete(again[1]).ok());
+  auto done = *queue_->Get(held[3].id);
+  EXPECT_EQ(done->state, JobState::kSuccessful);
+  ASSERT_EQ(done->history.size(), 1u);
+  EXPECT_EQ(done->history[0].outcome, "successful");
+}
+
+TEST_F(QueueTest, AFailureReportAlsoStartsTheNextPrefetchedJob) {
+  Enqueue("a");
+  Enqueue("b");
+  Enqueue("c");
+  std::vector<Job> held = Dequeue(3, 0, 1000);
+  ASSERT_EQ(held.size(), 3u);
+  ASSERT_TRUE(Fail(held[0], false).ok());
+  Advance(1000);
+  PumpUntilNoneRunning();
+  EXPECT_EQ(StateOf(held[1].id), JobState::kFailed);  // started, max_attempts 1
+  EXPECT_EQ(StateOf(held[2].id), JobState::kReady);
+  EXPECT_EQ((*queue_->Get(held[2].id))->attempts, 0);
+}
+
+TEST_F(QueueTest, ReleaseGivesBackOnlyJobsThatHaveNotStarted) {
+  Enqueue("a");
+  Enqueue("b");
+  Enqueue("c");
+  std::vector<Job> held = Dequeue(3);
+  ASSERT_EQ(held.size(), 3u);
+  auto release = [&](const Job& h, std::string token) {
+    return Call<Job>([&](auto cb) { queue_->Release(h.id, token, cb); });
+  };
+  // The first job of an answer has started when handed out.
+  Status first = release(held[0], *held[0].lease_token).status();
+  EXPECT_EQ(first.code(), Status::Code::kFailedPrecondition);
+  EXPECT_FALSE(IsLeaseLost(first));
+  EXPECT_TRUE(IsLeaseLost(release(held[2], "not-the-token").status()));
+  Result<Job> third = release(held[2], *held[2].lease_token);
+  ASSERT_TRUE(third.ok()) << third.status().ToString();
+  EXPECT_EQ(third->state, JobState::kReady);
+  EXPECT_EQ(third->attempts, 0);
+  EXPECT_TRUE(IsLeaseLost(release(held[2], *held[2].lease_token).status()));
+  ASSERT_TRUE(Complete(held[0]).ok());
+  // Job 2 started once job 1 was reported.
+  EXPECT_EQ(release(held[1], *held[1].lease_token).status().code(),
+            Status::Code::kFailedPrecondition);
+  ASSERT_TRUE(Complete(held[1]).ok());
+  std::vector<Job> again = Dequeue(3);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].id, held[2].id);
+  EXPECT_EQ(again[0].attempts, 1);
+}
+
+TEST_F(QueueTest, AfterARestartEveryHandedOutJobCountsAsStarted) {
+  Enqueue("a");
+  Enqueue("b");
+  std::vector<Job> held = Dequeue(2, 0, 1000);
+  ASSERT_EQ(held.size(), 2u);
+  queue_->Stop();
+  Open();
+  EXPECT_EQ(Call<Job>([&](auto cb) { queue_->Release(held[1].id, *held[1].lease_token, cb); })
+                .status()
+                .code(),
+            Status::Code::kFailedPrecondition);
+  Advance(1000);
+  PumpUntilNoneRunning();
+  EXPECT_EQ(StateOf(held[1].id), JobState::kFailed);  // max_attempts 1: the attempt counted
+}
+
+TEST_F(QueueTest, APrefetchedJobHeartbeatedAndReachedRunsNormally) {
+  Enqueue("a");
+  Enqueue("b");
+  std::vector<Job> held = Dequeue(2, 0, 1000);
+  ASSERT_EQ(held.size(), 2u);
+  Advance(600);
+  for (const Job& h : held) {
+    ASSERT_TRUE(Call<JobQueue::HeartbeatResult>([&](auto cb) {
+                  queue_->Heartbeat(h.id, *h.lease_token, 1000, cb);
+                }).ok());
+  }
+  Advance(600);  // past the first lease, inside the renewed one
+  ASSERT_TRUE(Complete(held[0]).ok());
+  Result<Job> second = Complete(held[1]);
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_EQ(second->attempts, 1);
+  EXPECT_EQ(second->state, JobState::kSuccessful);
 }
 
 TEST_F(QueueTest, HeartbeatsKeepTheLease) {
@@ -520,8 +645,8 @@ TEST_F(QueueTest, MissedScheduleSlotsRunOnceAcrossRestarts) {
 TEST(CronTest, ParsesAndFindsSlots) {
   auto every5 = CronSchedule::Parse("*/5 * * * *");
   ASSERT_TRUE(every5.ok());
-  const int64_t t = 1'700'000'123'456;  // 2023-11-14T22:15:23.456Z
-  EXPECT_EQ(*every5->Next(t), 1'700'000'400'000);  // 22:20
+  const int64_t t = 1'700'000'123'456;                 // 2023-11-14T22:15:23.456Z
+  EXPECT_EQ(*every5->Next(t), 1'700'000'400'000);      // 22:20
   EXPECT_EQ(*every5->Previous(t), 1'700'000'100'000);  // 22:15
   auto daily = CronSchedule::Parse("30 3 * * *");
   EXPECT_EQ(*daily->Next(t) % 86'400'000, (3 * 60 + 30) * 60'000);

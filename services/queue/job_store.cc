@@ -73,34 +73,34 @@ std::string StateList(const std::vector<JobState>& states) {
 }  // namespace
 
 Status InsertJob(SqliteDb* db, const Job& j) {
-  return Change(db,
-                std::string("INSERT INTO jobs(") + kJobColumns +
-                    ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,"
-                    "?20,?21)",
-                [&](Statement* s) {
-                  GW_RETURN_IF_ERROR(s->BindText(1, j.id));
-                  GW_RETURN_IF_ERROR(s->BindInt(2, j.seq));
-                  GW_RETURN_IF_ERROR(s->BindText(3, j.queue));
-                  GW_RETURN_IF_ERROR(s->BindText(4, j.task));
-                  GW_RETURN_IF_ERROR(s->BindBlob(5, j.args));
-                  GW_RETURN_IF_ERROR(s->BindBlob(6, j.kwargs));
-                  GW_RETURN_IF_ERROR(s->BindInt(7, j.priority));
-                  GW_RETURN_IF_ERROR(BindOptInt(s, 8, j.run_after_ms));
-                  GW_RETURN_IF_ERROR(s->BindInt(9, j.max_attempts));
-                  GW_RETURN_IF_ERROR(s->BindInt(10, j.attempts));
-                  GW_RETURN_IF_ERROR(s->BindDouble(11, j.backoff_seconds));
-                  GW_RETURN_IF_ERROR(s->BindText(12, StateName(j.state)));
-                  GW_RETURN_IF_ERROR(s->BindInt(13, j.enqueued_at_ms));
-                  GW_RETURN_IF_ERROR(BindOptInt(s, 14, j.started_at_ms));
-                  GW_RETURN_IF_ERROR(BindOptInt(s, 15, j.finished_at_ms));
-                  GW_RETURN_IF_ERROR(BindOptInt(s, 16, j.last_attempted_at_ms));
-                  GW_RETURN_IF_ERROR(BindOptText(s, 17, j.lease_token));
-                  GW_RETURN_IF_ERROR(BindOptInt(s, 18, j.lease_expires_at_ms));
-                  GW_RETURN_IF_ERROR(BindOptText(s, 19, j.worker_id));
-                  GW_RETURN_IF_ERROR(j.return_value ? s->BindBlob(20, *j.return_value)
-                                                    : s->BindNull(20));
-                  return BindOptText(s, 21, j.unique_key);
-                });
+  return Change(
+      db,
+      std::string("INSERT INTO jobs(") + kJobColumns +
+          ") VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,"
+          "?20,?21)",
+      [&](Statement* s) {
+        GW_RETURN_IF_ERROR(s->BindText(1, j.id));
+        GW_RETURN_IF_ERROR(s->BindInt(2, j.seq));
+        GW_RETURN_IF_ERROR(s->BindText(3, j.queue));
+        GW_RETURN_IF_ERROR(s->BindText(4, j.task));
+        GW_RETURN_IF_ERROR(s->BindBlob(5, j.args));
+        GW_RETURN_IF_ERROR(s->BindBlob(6, j.kwargs));
+        GW_RETURN_IF_ERROR(s->BindInt(7, j.priority));
+        GW_RETURN_IF_ERROR(BindOptInt(s, 8, j.run_after_ms));
+        GW_RETURN_IF_ERROR(s->BindInt(9, j.max_attempts));
+        GW_RETURN_IF_ERROR(s->BindInt(10, j.attempts));
+        GW_RETURN_IF_ERROR(s->BindDouble(11, j.backoff_seconds));
+        GW_RETURN_IF_ERROR(s->BindText(12, StateName(j.state)));
+        GW_RETURN_IF_ERROR(s->BindInt(13, j.enqueued_at_ms));
+        GW_RETURN_IF_ERROR(BindOptInt(s, 14, j.started_at_ms));
+        GW_RETURN_IF_ERROR(BindOptInt(s, 15, j.finished_at_ms));
+        GW_RETURN_IF_ERROR(BindOptInt(s, 16, j.last_attempted_at_ms));
+        GW_RETURN_IF_ERROR(BindOptText(s, 17, j.lease_token));
+        GW_RETURN_IF_ERROR(BindOptInt(s, 18, j.lease_expires_at_ms));
+        GW_RETURN_IF_ERROR(BindOptText(s, 19, j.worker_id));
+        GW_RETURN_IF_ERROR(j.return_value ? s->BindBlob(20, *j.return_value) : s->BindNull(20));
+        return BindOptText(s, 21, j.unique_key);
+      });
 }
 
 Status StartAttempt(SqliteDb* db, const Job& j, int64_t now_ms) {
@@ -172,6 +172,25 @@ Status MarkRetry(SqliteDb* db, const std::string& id, int64_t run_after_ms) {
                 });
 }
 
+Status UndoAttempt(SqliteDb* db, const Job& before, int64_t attempt) {
+  GW_RETURN_IF_ERROR(
+      Change(db, "DELETE FROM job_attempts WHERE job_id = ?1 AND attempt = ?2", [&](Statement* s) {
+        GW_RETURN_IF_ERROR(s->BindText(1, before.id));
+        return s->BindInt(2, attempt);
+      }));
+  return Change(db,
+                "UPDATE jobs SET state = 'READY', attempts = ?2, lease_token = NULL, "
+                "lease_expires_at = NULL, worker_id = ?3, started_at = ?4, last_attempted_at = ?5 "
+                "WHERE id = ?1",
+                [&](Statement* s) {
+                  GW_RETURN_IF_ERROR(s->BindText(1, before.id));
+                  GW_RETURN_IF_ERROR(s->BindInt(2, before.attempts));
+                  GW_RETURN_IF_ERROR(BindOptText(s, 3, before.worker_id));
+                  GW_RETURN_IF_ERROR(BindOptInt(s, 4, before.started_at_ms));
+                  return BindOptInt(s, 5, before.last_attempted_at_ms);
+                });
+}
+
 Status MarkFinished(SqliteDb* db, const std::string& id, JobState state, int64_t now_ms) {
   return Change(db,
                 "UPDATE jobs SET state = ?2, finished_at = ?3, lease_token = NULL, "
@@ -184,8 +203,8 @@ Status MarkFinished(SqliteDb* db, const std::string& id, JobState state, int64_t
 }
 
 Result<std::optional<Job>> GetJob(SqliteDb* db, const std::string& id) {
-  Result<Statement*> stmt = db->Cached(std::string("SELECT ") + kJobColumns +
-                                       " FROM jobs WHERE id = ?1");
+  Result<Statement*> stmt =
+      db->Cached(std::string("SELECT ") + kJobColumns + " FROM jobs WHERE id = ?1");
   if (!stmt.ok()) return stmt.status();
   Statement* s = *stmt;
   GW_RETURN_IF_ERROR(s->BindText(1, id));
@@ -224,7 +243,9 @@ Result<std::vector<Job>> LoadActiveJobs(SqliteDb* db) {
   }
 }
 
-Result<int64_t> MaxSeq(SqliteDb* db) { return db->QueryInt("SELECT coalesce(max(seq), 0) FROM jobs"); }
+Result<int64_t> MaxSeq(SqliteDb* db) {
+  return db->QueryInt("SELECT coalesce(max(seq), 0) FROM jobs");
+}
 
 Status SetPaused(SqliteDb* db, const std::string& queue, bool paused) {
   return Change(db,
@@ -267,10 +288,11 @@ Status SetLastSlot(SqliteDb* db, const std::string& name, int64_t slot_ms) {
 
 Result<std::vector<Job>> RetryFailed(SqliteDb* db, const std::optional<std::string>& queue,
                                      const std::vector<std::string>& ids) {
-  std::string sql = std::string("UPDATE jobs SET state = 'READY', attempts = 0, run_after = NULL, ") +
-                    "finished_at = NULL WHERE state = 'FAILED' AND (unique_key IS NULL OR "
-                    "unique_key NOT IN (SELECT unique_key FROM jobs WHERE unique_key IS NOT NULL "
-                    "AND state IN ('READY', 'RUNNING')))";
+  std::string sql =
+      std::string("UPDATE jobs SET state = 'READY', attempts = 0, run_after = NULL, ") +
+      "finished_at = NULL WHERE state = 'FAILED' AND (unique_key IS NULL OR "
+      "unique_key NOT IN (SELECT unique_key FROM jobs WHERE unique_key IS NOT NULL "
+      "AND state IN ('READY', 'RUNNING')))";
   if (queue) sql += " AND queue = ?1";
   if (!ids.empty()) {
     sql += " AND id IN (";
@@ -293,7 +315,8 @@ Result<std::vector<Job>> RetryFailed(SqliteDb* db, const std::optional<std::stri
   }
 }
 
-Result<int64_t> PruneFinished(SqliteDb* db, int64_t cutoff_ms, const std::vector<JobState>& states) {
+Result<int64_t> PruneFinished(SqliteDb* db, int64_t cutoff_ms,
+                              const std::vector<JobState>& states) {
   Result<Statement> s = db->Prepare("DELETE FROM jobs WHERE finished_at < ?1 AND state IN (" +
                                     StateList(states) + ")");
   if (!s.ok()) return s.status();

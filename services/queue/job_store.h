@@ -30,6 +30,9 @@ Status MarkSuccessful(SqliteDb* db, const std::string& id, int64_t now_ms,
                       const std::optional<std::string>& return_value);
 // Back to READY (run_after set for the retry), lease cleared.
 Status MarkRetry(SqliteDb* db, const std::string& id, int64_t run_after_ms);
+// Takes back attempt `attempt` as if it had never been handed out: its record is deleted and the
+// job is READY with the attempt count, worker and times of `before` (the job as it was before).
+Status UndoAttempt(SqliteDb* db, const Job& before, int64_t attempt);
 Status MarkFinished(SqliteDb* db, const std::string& id, JobState state, int64_t now_ms);
 
 Result<std::optional<Job>> GetJob(SqliteDb* db, const std::string& id);
