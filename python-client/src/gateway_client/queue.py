@@ -355,6 +355,21 @@ class QueueClient:
             args["return_value"] = return_value
         return Job.from_map(self.client.request("queue.complete", args))
 
+    def release(self, job_id: str, lease_token: str) -> Job:
+        """Give back a prefetched job that has not started; return it, READY again.
+
+        The job is as if it had never been handed out (no attempt is used). See "Prefetch" in
+        ``gateway/PROTOCOL.md``.
+
+        :raises InvalidState: if the gateway counts the job as started (the first job of a
+            dequeue's answer always is; after a gateway restart every handed-out job is).
+        :raises LeaseLost: if the lease expired, was cancelled, or is another attempt's.
+        :raises JobNotFound: if no job has this id.
+        :raises ConnectionError: if the gateway could not be reached.
+        """
+        args = {"id": job_id, "lease_token": lease_token}
+        return Job.from_map(self.client.request("queue.release", args))
+
     def fail(
         self,
         job_id: str,

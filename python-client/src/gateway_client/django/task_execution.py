@@ -26,7 +26,12 @@ from gateway_client.django.tasks_framework import (
 )
 from gateway_client.queue import Job
 
-__all__ = ["DjangoTaskCall", "django_task_call"]
+__all__ = ["DjangoTaskCall", "django_task_call", "is_django_task"]
+
+
+def is_django_task(target: Any) -> bool:
+    """True if ``target`` (what a job's task path names) is a Django ``Task``."""
+    return isinstance(target, Task)
 
 
 def django_task_call(
@@ -40,6 +45,9 @@ def django_task_call(
 
 class DjangoTaskCall:
     """One job of a Django ``Task``, for :func:`gateway_client.worker.runner.resolve`."""
+
+    #: :meth:`finished` sends ``task_finished`` with a result built from the stored job.
+    notifies_finish = True
 
     def __init__(
         self, target: Any, job: Job, current_job: contextvars.ContextVar[Job | None]

@@ -1,4 +1,4 @@
-"""The worker's long-poll for jobs: a ``queue.dequeue`` that a stop request can cut short.
+"""The worker's own connection: long-poll dequeues a stop request can cut short, and pipelining.
 
 A worker process spends its idle time blocked in ``queue.dequeue`` with a long ``wait_ms``. On
 SIGTERM it should stop waiting, but the protocol has no way to cancel a request, and simply
@@ -16,12 +16,18 @@ watch the stop pipe as well as the socket.
 round trip (``queue.dequeue`` with ``complete``). The server answers it without waiting for jobs,
 so it does not watch the stop pipe: its reply, which says whether the completion was stored, is
 always read.
+
+:meth:`DequeueChannel.send` pipelines a request (a worker's ``queue.complete`` of a prefetched
+job) without waiting. Its answer is read whenever the channel reads (while it waits for a dequeue,
+or in :meth:`DequeueChannel.answers`) and kept until :meth:`DequeueChannel.answers` hands it out.
+When the connection breaks, the ids of the requests it leaves unanswered are kept too, for
+:meth:`DequeueChannel.take_lost`: the caller must find out itself what became of them.
 """
 
 from __future__ import annotations
 
 import errno
-import selectors
+import select
 import socket
 import time
 from collections.abc import Mapping
@@ -31,18 +37,20 @@ from typing import Any
 from gateway_client.connection import _describe_connect_error
 from gateway_client.errors import (
     ConnectionError,
+    FrameTooLarge,
     ProtocolError,
     ServerError,
     TimeoutError,
     server_error_from_body,
 )
-from gateway_client.frames import FrameDecoder, encode_frame, unpack_payload
+from gateway_client.frames import HEADER_SIZE, FrameDecoder, encode_frame, unpack_payload
 from gateway_client.queue import Job
 
-__all__ = ["CompletedAndDequeued", "DequeueChannel", "DequeueInterrupted"]
+__all__ = ["Answer", "CompletedAndDequeued", "DequeueChannel", "DequeueInterrupted"]
 
 _RECV_SIZE = 256 * 1024
 _MAX_RESPONSE_SIZE = 1 << 31
+_READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 
 
 class DequeueInterrupted(Exception):
@@ -53,17 +61,32 @@ class DequeueInterrupted(Exception):
 class CompletedAndDequeued:
     """The answer to :meth:`DequeueChannel.complete_and_dequeue`.
 
-    Exactly one of ``completed`` (the stored job, ``SUCCESSFUL``) and ``completion_error`` (why
-    the completion was refused, e.g. :class:`~gateway_client.errors.LeaseLost`) is set.
+    Exactly one of ``completed_map`` (the stored job as the server sent it, ``SUCCESSFUL``) and
+    ``completion_error`` (why the completion was refused, e.g.
+    :class:`~gateway_client.errors.LeaseLost`) is set.
     """
 
-    completed: Job | None
+    completed_map: dict[str, Any] | None
     completion_error: ServerError | None
     jobs: list[Job]
 
+    @property
+    def completed(self) -> Job | None:
+        """The stored job, decoded (only on demand: a worker needs just its state)."""
+        return None if self.completed_map is None else Job.from_map(self.completed_map)
+
+
+@dataclass(slots=True)
+class Answer:
+    """The answer to a request sent with :meth:`DequeueChannel.send`: a body or an error."""
+
+    request_id: int
+    body: Any
+    error: ServerError | None
+
 
 class DequeueChannel:
-    """One connection used only for ``queue.dequeue``; not thread-safe.
+    """One connection for a worker's dequeues and pipelined completions; not thread-safe.
 
     :param socket_path: the gateway's socket.
     :param stop_fd: a file descriptor that becomes readable (and stays readable) once the
@@ -77,13 +100,90 @@ class DequeueChannel:
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
         self._decoder = FrameDecoder(_MAX_RESPONSE_SIZE)
+        # poll objects hold no kernel state, so making them once per connection is all it costs.
+        self._poll_sock = select.poll()
+        self._poll_sock_or_stop = select.poll()
         self._next_id = 1
+        self._unanswered: set[int] = set()  # ids of sent requests whose answer was not read
+        self._answers: list[Answer] = []  # answers read, not yet handed out
+        self._lost: list[int] = []  # ids left unanswered by a connection that broke
+
+    @property
+    def unanswered(self) -> int:
+        """How many requests of :meth:`send` are waiting for their answer."""
+        return len(self._unanswered)
 
     def close(self) -> None:
-        """Close the connection; the next :meth:`dequeue` opens a new one. Idempotent."""
+        """Close the connection; the next call opens a new one. Idempotent.
+
+        Requests of :meth:`send` still unanswered become lost (see :meth:`take_lost`).
+        """
         sock, self._sock = self._sock, None
         if sock is not None:
             sock.close()
+        if self._unanswered:
+            self._lost.extend(sorted(self._unanswered))
+            self._unanswered.clear()
+
+    # --- pipelined requests ------------------------------------------------------------------
+
+    def send(self, op: str, args: Mapping[str, Any], *, max_payload: int | None = None) -> int:
+        """Send one request without waiting for its answer; return its id.
+
+        :param max_payload: refuse (locally, sending nothing) a request whose payload is larger.
+        :raises FrameTooLarge: if the payload is over ``max_payload``; nothing was sent.
+        :raises ConnectionError: if the gateway could not be reached or the connection broke
+            (the request may have been sent; its id is then among :meth:`take_lost`'s).
+        """
+        request_id = self._next_id
+        frame = encode_frame([request_id, op, args])
+        if max_payload is not None and len(frame) - HEADER_SIZE > max_payload:
+            raise FrameTooLarge(
+                "frame_too_large",
+                f"the {op!r} request is {len(frame) - HEADER_SIZE} bytes, over the "
+                f"{max_payload} this channel pipelines; nothing was sent",
+                2,
+            )
+        sock = self._open()
+        self._next_id += 1
+        self._unanswered.add(request_id)
+        self._send_frame(sock, frame)
+        return request_id
+
+    def answers(self, timeout: float = 0.0) -> list[Answer]:
+        """Hand out the answers read so far, after reading what the socket holds.
+
+        :param timeout: seconds to wait for every request of :meth:`send` to be answered;
+            0 reads only what is there.
+        :raises ConnectionError: if the connection broke (the answers read before are still
+            handed out by the next call; the unanswered requests are in :meth:`take_lost`).
+        :raises TimeoutError: if requests were still unanswered after ``timeout`` (the
+            connection is then closed, and they are lost).
+        :raises ProtocolError: if the server's reply does not follow the protocol.
+        """
+        sock = self._sock
+        if sock is not None and self._unanswered:
+            if timeout <= 0:
+                if self._poll_sock.poll(0):
+                    self._receive(sock, 0)
+            else:
+                deadline = time.monotonic() + timeout
+                while self._unanswered:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.close()
+                        raise TimeoutError(f"pipelined requests unanswered after {timeout:g} s")
+                    if self._poll_sock.poll(remaining * 1000):
+                        self._receive(sock, 0)
+        answers, self._answers = self._answers, []
+        return answers
+
+    def take_lost(self) -> list[int]:
+        """The ids of :meth:`send` requests whose connection broke before they were answered."""
+        lost, self._lost = self._lost, []
+        return lost
+
+    # --- dequeues ----------------------------------------------------------------------------
 
     def dequeue(self, args: Mapping[str, Any], timeout: float) -> list[Job]:
         """Send ``queue.dequeue`` with ``args`` and wait for its jobs.
@@ -98,11 +198,9 @@ class DequeueChannel:
         body = self._call(args, timeout, interruptible=True)
         if not isinstance(body, list):
             raise ProtocolError(f"queue.dequeue answered {type(body).__name__}, not an array")
-        return self._jobs(body)
+        return [Job.from_map(item) for item in body]
 
-    def complete_and_dequeue(
-        self, args: Mapping[str, Any], timeout: float
-    ) -> CompletedAndDequeued:
+    def complete_and_dequeue(self, args: Mapping[str, Any], timeout: float) -> CompletedAndDequeued:
         """Send ``queue.dequeue`` with ``args``, which hold a ``complete`` map; never waits on stop.
 
         :param timeout: seconds to wait for the reply.
@@ -118,11 +216,13 @@ class DequeueChannel:
         completed = body.get("completed")
         error = body.get("completion_error")
         return CompletedAndDequeued(
-            completed=None if completed is None else Job.from_map(completed),
-            completion_error=None if error is None else server_error_from_body(
+            completed_map=completed if isinstance(completed, dict) else None,
+            completion_error=None
+            if error is None
+            else server_error_from_body(
                 error.get("status", 0) if isinstance(error, dict) else 0, error
             ),
-            jobs=self._jobs(body["jobs"]),
+            jobs=[Job.from_map(item) for item in body["jobs"]],
         )
 
     def _call(self, args: Mapping[str, Any], timeout: float, *, interruptible: bool) -> Any:
@@ -130,29 +230,25 @@ class DequeueChannel:
         sock = self._open()
         request_id = self._next_id
         self._next_id += 1
-        try:
-            sock.sendall(encode_frame([request_id, "queue.dequeue", dict(args)]))
-        except OSError as e:
-            self.close()
-            raise ConnectionError(e.errno, f"lost the gateway at {self.socket_path}: {e}") from e
+        self._send_frame(sock, encode_frame([request_id, "queue.dequeue", args]))
         deadline = time.monotonic() + timeout
-        with selectors.PollSelector() as selector:
-            selector.register(sock, selectors.EVENT_READ)
-            if interruptible:
-                selector.register(self.stop_fd, selectors.EVENT_READ)
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    self.close()
-                    raise TimeoutError(f"queue.dequeue got no reply within {timeout:g} s")
-                ready = {key.fd for key, _ in selector.select(remaining)}
-                if sock.fileno() in ready:
-                    # Read first: a job that came together with the stop request is kept.
-                    body = self._receive(sock, request_id)
-                    if body is not None:
-                        return body
-                if self.stop_fd in ready:
-                    return self._stop_waiting(sock, request_id, deadline)
+        poll = self._poll_sock_or_stop if interruptible else self._poll_sock
+        sock_fd = sock.fileno()
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise TimeoutError(f"queue.dequeue got no reply within {timeout:g} s")
+            ready = {fd for fd, _ in poll.poll(remaining * 1000)}
+            if sock_fd in ready:
+                # Read first: a job that came together with the stop request is kept.
+                found, body = self._receive(sock, request_id)
+                if found:
+                    return body
+            if self.stop_fd in ready:
+                return self._stop_waiting(sock, request_id, deadline)
+
+    # --- the connection ----------------------------------------------------------------------
 
     def _open(self) -> socket.socket:
         if self._sock is not None:
@@ -167,10 +263,26 @@ class DequeueChannel:
         sock.settimeout(None)
         self._sock = sock
         self._decoder = FrameDecoder(_MAX_RESPONSE_SIZE)
+        self._poll_sock = select.poll()
+        self._poll_sock.register(sock, _READABLE)
+        self._poll_sock_or_stop = select.poll()
+        self._poll_sock_or_stop.register(sock, _READABLE)
+        self._poll_sock_or_stop.register(self.stop_fd, _READABLE)
         return sock
 
-    def _receive(self, sock: socket.socket, request_id: int) -> Any:
-        """Read what is there; return the reply body once the one for ``request_id`` is in."""
+    def _send_frame(self, sock: socket.socket, frame: bytes) -> None:
+        try:
+            sock.sendall(frame)
+        except OSError as e:
+            self.close()
+            raise ConnectionError(e.errno, f"lost the gateway at {self.socket_path}: {e}") from e
+
+    def _receive(self, sock: socket.socket, request_id: int) -> tuple[bool, Any]:
+        """Read what is there; keep answers to :meth:`send`'s requests.
+
+        :return: ``(True, body)`` once the reply to ``request_id`` is among what was read,
+            else ``(False, None)``.
+        """
         try:
             data = sock.recv(_RECV_SIZE)
         except OSError as e:
@@ -181,31 +293,41 @@ class DequeueChannel:
             raise ConnectionError(
                 errno.ECONNRESET, f"the gateway at {self.socket_path} closed the connection"
             )
+        found, wanted = False, None
+        failure: Exception | None = None
         try:
-            payloads = self._decoder.feed(data)
-            for payload in payloads:
-                body = self._accept(unpack_payload(payload), request_id)
-                if body is not None:
-                    return body
+            # Every payload is looked at, even after the wanted one: answers to pipelined
+            # requests may have come in the same read.
+            for payload in self._decoder.feed(data):
+                got_id, status, body = self._split(unpack_payload(payload))
+                if got_id in self._unanswered:
+                    self._unanswered.discard(got_id)
+                    error = server_error_from_body(status, body) if status else None
+                    self._answers.append(Answer(got_id, None if status else body, error))
+                elif got_id == request_id and request_id:
+                    found, wanted = True, body
+                    if status:
+                        failure = server_error_from_body(status, body)
+                    elif body is None:
+                        raise ProtocolError("queue.dequeue answered nil")
+                elif status and got_id == 0:
+                    raise server_error_from_body(status, body)  # the server's goodbye
+                elif not status:
+                    raise ProtocolError(
+                        f"the gateway answered request {got_id}, which is not in flight"
+                    )
         except (ProtocolError, ServerError):
             self.close()
             raise
-        return None
+        if failure is not None:
+            raise failure  # an error answer leaves the stream in sync: the connection stays
+        return found, wanted
 
-    def _accept(self, response: Any, request_id: int) -> Any:
-        if not (isinstance(response, list) and len(response) == 3):
+    @staticmethod
+    def _split(response: Any) -> tuple[Any, int, Any]:
+        if not (isinstance(response, list) and len(response) == 3 and isinstance(response[0], int)):
             raise ProtocolError(f"the gateway sent a malformed response: {response!r:.200}")
-        got_id, status, body = response
-        if status != 0:
-            error = server_error_from_body(status, body)
-            if got_id in (0, request_id):
-                raise error
-            return None
-        if got_id != request_id:
-            raise ProtocolError(f"the gateway answered request {got_id}, which is not in flight")
-        if body is None:
-            raise ProtocolError("queue.dequeue answered nil")
-        return body
+        return response[0], response[1], response[2]
 
     def _stop_waiting(self, sock: socket.socket, request_id: int, deadline: float) -> Any:
         """Half-close, then read the reply (or the end of the stream) until ``deadline``."""
@@ -215,20 +337,14 @@ class DequeueChannel:
             self.close()
             raise DequeueInterrupted() from None
         try:
-            with selectors.PollSelector() as selector:
-                selector.register(sock, selectors.EVENT_READ)
-                while (remaining := deadline - time.monotonic()) > 0:
-                    if not selector.select(remaining):
-                        break
-                    body = self._receive(sock, request_id)
-                    if body is not None:
-                        return body
+            while (remaining := deadline - time.monotonic()) > 0:
+                if not self._poll_sock.poll(remaining * 1000):
+                    break
+                found, body = self._receive(sock, request_id)
+                if found:
+                    return body
         except (ConnectionError, ServerError):
             pass  # EOF (the usual end) or the server's goodbye: no job was handed out
         finally:
             self.close()
         raise DequeueInterrupted()
-
-    @staticmethod
-    def _jobs(body: list[Any]) -> list[Job]:
-        return [Job.from_map(item) for item in body]

@@ -1,8 +1,11 @@
-"""The thread that keeps a running job's lease alive and enforces the worker's deadlines.
+"""The thread that keeps a worker's leases alive and enforces its deadlines.
 
-Each worker process runs one job at a time in its main thread; its :class:`LeaseKeeper` thread
-meanwhile sends ``queue.heartbeat`` every ``heartbeat_interval`` seconds (a third of the lease by
-default, so two heartbeats may fail before the lease ends) and watches three things:
+Each worker process runs one job at a time in its main thread, and may hold more that it was
+handed out with it (prefetched, see :mod:`.process`). Its :class:`LeaseKeeper` thread meanwhile
+sends ``queue.heartbeat`` for the running job and every held one every ``heartbeat_interval``
+seconds (a third of the lease by default, so two heartbeats may fail before the lease ends). A
+held job whose heartbeat says it was cancelled or its lease is lost is dropped: it will not be
+run, and its log line says ``note=dropped``. For the running job the thread watches three things:
 
 - the task timeout: the job is failed with :class:`~gateway_client.worker.errors.TaskTimeout`
   (retried if attempts remain) and the process ends, since a Python thread cannot be stopped
@@ -13,27 +16,41 @@ default, so two heartbeats may fail before the lease ends) and watches three thi
   :class:`~gateway_client.worker.errors.WorkerShutdown` and retry, and re-queued with
   ``queue.retry_failed`` if that used up its attempts, so it runs again) and the process ends.
 
+Before the thread ends the process it gives back the held jobs (``queue.release``, first, while
+the gateway still counts them as not started; one it counts as started is failed and re-queued
+as above) and calls the ``before_exit`` hook (which reads the answers of the completions in
+flight).
+
 The thread sleeps in ``select`` on a wake-up pipe until the next of these deadlines (and, while
 the process is idle, for one heartbeat interval at a time), so it costs nothing per job.
 
-Thread safety: ``begin``/``end`` are called by the main thread and take ``_lock``;
-:meth:`request_stop` is called from a signal handler and only stores a float and writes to the
-pipe.
+Thread safety: ``hold``/``begin``/``end``/``forget`` are called by the main thread and take
+``_lock``; :meth:`request_stop` is called from a signal handler and only stores a float and
+writes to the pipe. The thread ends the process only while a job is running (between ``begin``
+and ``end``), when the main thread is inside the task and touches nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from gateway_client.errors import ConnectionError, GatewayError, LeaseLost, ServerError
+from gateway_client.errors import (
+    ConnectionError,
+    GatewayError,
+    InvalidState,
+    LeaseLost,
+    ServerError,
+)
 from gateway_client.queue import FAILED, Job, QueueClient
 from gateway_client.worker.errors import TaskTimeout, WorkerShutdown, class_path
 from gateway_client.worker.joblog import flush_logs, log_job, logger
@@ -55,16 +72,16 @@ EXIT_GAVE_BACK = 78
 PLANNED_EXITS = frozenset({0, EXIT_TIMEOUT, EXIT_CANCELLED, EXIT_LEASE_LOST, EXIT_GAVE_BACK})
 
 
-@dataclass
-class _Running:
+@dataclass(slots=True)
+class _Lease:
     job: Job
     token: str
-    started: float  # time.monotonic()
-    next_beat: float
+    next_beat: float  # time.monotonic()
+    started: float = 0.0  # time.monotonic(), once it runs
 
 
 class LeaseKeeper(threading.Thread):
-    """Heartbeats and deadlines for the job the main thread is running (see the module doc).
+    """Heartbeats and deadlines for the jobs the main thread runs and holds (see the module doc).
 
     :param queue: the client to send heartbeats and failures with (its connections are
         per thread, so this thread has its own).
@@ -73,6 +90,7 @@ class LeaseKeeper(threading.Thread):
     :param task_timeout: seconds a job may run, or None for no limit.
     :param shutdown_timeout: seconds a running job may go on after :meth:`request_stop`.
     :param worker_id: this worker's id, for the log.
+    :ivar before_exit: called by this thread right before it ends the process (or None).
     """
 
     def __init__(
@@ -93,31 +111,62 @@ class LeaseKeeper(threading.Thread):
         self.shutdown_timeout = shutdown_timeout
         self.worker_id = worker_id
         self._lock = threading.Lock()
-        self._running: _Running | None = None  # guarded by _lock
+        self._running: _Lease | None = None  # guarded by _lock
+        self._held: dict[str, _Lease] = {}  # guarded by _lock: job id -> lease, in order
+        self._dropped: set[str] = set()  # guarded by _lock: held job ids this thread dropped
         self._acted = False  # guarded by _lock: this thread ended the current job itself
         self._closed = False
         self._stop_requested_at: float | None = None  # set once, from the signal handler
         self._sleep_until = 0.0  # guarded by _lock: when this thread wakes next by itself
         self._main_ident = threading.main_thread().ident
+        self.before_exit: Callable[[], None] | None = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
 
     # --- called by the main thread -------------------------------------------------------------
 
-    def begin(self, job: Job) -> None:
-        """Start looking after ``job`` (just dequeued, with its lease token)."""
+    def hold(self, jobs: Iterable[Job]) -> None:
+        """Heartbeat ``jobs`` (just dequeued, with their lease tokens) until they run or go."""
+        due = time.monotonic() + self.heartbeat_interval
+        with self._lock:
+            for job in jobs:
+                self._held[job.id] = _Lease(job, job.lease_token or "", due)
+
+    def forget(self, job: Job) -> bool:
+        """Stop heartbeating a held job (given back); False if this thread had dropped it."""
+        with self._lock:
+            if self._held.pop(job.id, None) is not None:
+                return True
+            if job.id in self._dropped:
+                self._dropped.discard(job.id)
+                return False
+            return True
+
+    def begin(self, job: Job) -> bool:
+        """Start looking after ``job`` as the running one; False if it was dropped while held.
+
+        A dropped job (cancelled, or its lease lost) must not be run. ``job`` need not have
+        been held.
+        """
         now = time.monotonic()
         with self._lock:
-            self._running = _Running(job, job.lease_token or "", now, now + self.heartbeat_interval)
+            lease = self._held.pop(job.id, None)
+            if lease is None:
+                if job.id in self._dropped:
+                    self._dropped.discard(job.id)
+                    return False
+                lease = _Lease(job, job.lease_token or "", now + self.heartbeat_interval)
+            lease.started = now
+            self._running = lease
             self._acted = False
             # An idle keeper wakes every heartbeat interval anyway, so the first heartbeat is at
             # most one interval late (two intervals are still well inside the lease). Only an
             # earlier task deadline needs a wake-up, which saves two thread switches per job.
-            due = now + (self.task_timeout or self.heartbeat_interval)
-            wake = due < self._sleep_until
+            wake = self.task_timeout is not None and now + self.task_timeout < self._sleep_until
         if wake:
             self._wake()
+        return True
 
     def end(self) -> bool:
         """Stop looking after the current job; False if this thread already ended it itself.
@@ -152,11 +201,18 @@ class LeaseKeeper(threading.Thread):
             self._sleep(wait)
 
     def _tick(self) -> float:
-        """Do what is due for the running job; return seconds until the next deadline."""
-        running = self._running
-        if running is None or self._acted:
-            return self.heartbeat_interval
+        """Do what is due for the running and held jobs; return seconds until the next deadline."""
         now = time.monotonic()
+        next_at = now + self.heartbeat_interval
+        if self._held:
+            next_at = min(next_at, self._beat_held(now))
+        running = self._running
+        if running is not None and not self._acted:
+            next_at = min(next_at, self._tick_running(running, now))
+        return max(0.0, next_at - time.monotonic())
+
+    def _tick_running(self, running: _Lease, now: float) -> float:
+        """Heartbeat and deadlines of the running job; return when it needs this thread next."""
         deadlines = [running.next_beat]
         if self.task_timeout is not None:
             timeout_at = running.started + self.task_timeout
@@ -169,32 +225,50 @@ class LeaseKeeper(threading.Thread):
                 self._end_job(running, "shutdown")
             deadlines.append(give_back_at)
         if now >= running.next_beat:
-            self._heartbeat(running)
-            if self._acted:
-                return self.heartbeat_interval
+            outcome = self._heartbeat(running)
+            if outcome is not None:
+                self._end_job(running, outcome)
             deadlines[0] = running.next_beat
-        return max(0.0, min(deadlines) - time.monotonic())
+        return min(deadlines)
 
-    def _heartbeat(self, running: _Running) -> None:
-        job = running.job
+    def _beat_held(self, now: float) -> float:
+        """Heartbeat the held jobs that are due, dropping those that are gone; return when the
+        next one is due."""
+        for job_id, lease in list(self._held.items()):
+            if now < lease.next_beat:
+                continue
+            outcome = self._heartbeat(lease)
+            if outcome is not None:
+                del self._held[job_id]
+                self._dropped.add(job_id)
+                state = "LEASE_LOST" if outcome == "lease_lost" else "CANCELLED"
+                log_job(
+                    lease.job, state=state, duration=0.0, worker_id=self.worker_id, note="dropped"
+                )
+        return min((lease.next_beat for lease in self._held.values()), default=math.inf)
+
+    def _heartbeat(self, lease: _Lease) -> str | None:
+        """Extend the lease; return "lease_lost" or "cancelled" if the job is no longer ours."""
+        job = lease.job
         try:
-            beat = self.queue.heartbeat(job.id, running.token, self.lease_seconds)
+            beat = self.queue.heartbeat(job.id, lease.token, self.lease_seconds)
         except LeaseLost:
-            self._end_job(running, "lease_lost")
-            return
+            return "lease_lost"
         except (ConnectionError, ServerError) as e:
             # Try again soon; the lease is three intervals long, so one miss is harmless.
             logger.warning("heartbeat of job %s failed: %s", job.id, e)
-            running.next_beat = time.monotonic() + min(self.heartbeat_interval, 1.0)
-            return
+            lease.next_beat = time.monotonic() + min(self.heartbeat_interval, 1.0)
+            return None
         if beat.cancelled:
-            self._end_job(running, "cancelled")
-            return
-        running.next_beat = time.monotonic() + self.heartbeat_interval
+            return "cancelled"
+        lease.next_beat = time.monotonic() + self.heartbeat_interval
+        return None
 
-    def _end_job(self, running: _Running, reason: str) -> NoReturn:
+    def _end_job(self, running: _Lease, reason: str) -> NoReturn:
         """End the job on behalf of the main thread, log its line, and end the process."""
         self._acted = True
+        # First, while the running job is not reported, so the gateway counts none as started.
+        self._give_back_held()
         job = running.job
         duration = time.monotonic() - running.started
         state, error, code = "CANCELLED", None, EXIT_CANCELLED
@@ -206,16 +280,41 @@ class LeaseKeeper(threading.Thread):
         elif reason == "shutdown":
             error = class_path(WorkerShutdown)
             state, code = self._give_back(running), EXIT_GAVE_BACK
+        if self.before_exit is not None:
+            try:
+                self.before_exit()
+            except Exception:
+                logger.exception("could not settle the worker's last completions")
         log_job(
             job, state=state, duration=duration, worker_id=self.worker_id, error=error, note=reason
         )
         flush_logs()
         os._exit(code)
 
-    def _fail(self, running: _Running, cls: type[BaseException], what: str) -> str:
-        limit = self.task_timeout if cls is TaskTimeout else self.shutdown_timeout
-        stack = self._main_stack()
-        text = f"{class_path(cls)}: the task {what} after {limit:g} s\n{stack}"
+    def _give_back_held(self) -> None:
+        """Release every held job (the process is ending); re-queue any that counts as started."""
+        held, self._held = list(self._held.values()), {}
+        for lease in held:
+            try:
+                self.queue.release(lease.job.id, lease.token)
+            except InvalidState:
+                # The gateway counts it as started (it restarted since): give it back as a
+                # failed attempt that is retried, as for a job running at shutdown.
+                self._give_back(lease, "was not started before its worker process ended")
+            except LeaseLost:
+                pass  # cancelled, or already back in the queue
+            except GatewayError as e:
+                # Its lease will expire; a job that did not start then goes back unharmed.
+                logger.error("could not give back job %s: %s", lease.job.id, e)
+        if held:
+            logger.info("gave back %d prefetched jobs", len(held))
+
+    def _fail(self, running: _Lease, cls: type[BaseException], what: str) -> str:
+        if running.started:
+            limit = self.task_timeout if cls is TaskTimeout else self.shutdown_timeout
+            text = f"{class_path(cls)}: the task {what} after {limit:g} s\n{self._main_stack()}"
+        else:
+            text = f"{class_path(cls)}: the task {what}"
         try:
             stored = self.queue.fail(
                 running.job.id,
@@ -231,8 +330,8 @@ class LeaseKeeper(threading.Thread):
             return "UNKNOWN"
         return stored.state
 
-    def _give_back(self, running: _Running) -> str:
-        state = self._fail(running, WorkerShutdown, "was still running at shutdown")
+    def _give_back(self, running: _Lease, what: str = "was still running at shutdown") -> str:
+        state = self._fail(running, WorkerShutdown, what)
         if state == FAILED:
             # That was its last attempt, but the shutdown is not the task's fault: run it again.
             with contextlib.suppress(GatewayError):

@@ -18,6 +18,8 @@ __all__ = ["WorkerOptions", "add_arguments", "options_from_namespace"]
 # Long enough that an idle worker costs the gateway nothing worth measuring, short enough that a
 # stop request is never held up for long by a gateway that lets a waiting dequeue run out.
 DEFAULT_WAIT_MS = 10_000
+# Jobs one dequeue may hand a process at most; it asks for fewer when its jobs take long.
+DEFAULT_PREFETCH = 16
 T = TypeVar("T")
 
 
@@ -37,6 +39,8 @@ class WorkerOptions:
     :ivar worker_id: the id recorded on jobs; default ``hostname:pid`` of each process.
     :ivar wait_ms: how long one ``queue.dequeue`` waits for a job before it is sent again
         (``--dequeue-wait``, in seconds on the command line).
+    :ivar prefetch: jobs one dequeue may hand a process at most (1: no prefetch). A process asks
+        for as many as it would run in about 10 ms at its jobs' recent mean run time, up to this.
     """
 
     socket: str
@@ -49,6 +53,7 @@ class WorkerOptions:
     max_tasks_per_child: int | None = None
     worker_id: str | None = None
     wait_ms: int = DEFAULT_WAIT_MS
+    prefetch: int = DEFAULT_PREFETCH
 
     def __post_init__(self) -> None:
         if not self.socket:
@@ -71,6 +76,8 @@ class WorkerOptions:
             raise ValueError("--max-tasks-per-child must be at least 1")
         if not 0 <= self.wait_ms <= 600_000:
             raise ValueError("wait_ms must be 0 to 600000")
+        if not 1 <= self.prefetch <= 100:
+            raise ValueError("--prefetch must be 1 to 100")
 
     @property
     def effective_heartbeat_interval(self) -> float:
@@ -142,6 +149,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, socket_required: bool = Tr
         f"{DEFAULT_WAIT_MS / 1000:g}; the wait ends at once when a job is ready)",
     )
     parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        help="jobs one dequeue may hand a process at most; it takes only as many as it would run "
+        f"in about 10 ms (default {DEFAULT_PREFETCH}; 1 takes one job at a time)",
+    )
+    parser.add_argument(
         "--worker-id",
         default=None,
         help="id recorded on jobs (default hostname:pid; with --concurrency > 1 each process "
@@ -174,4 +188,5 @@ def options_from_namespace(
         max_tasks_per_child=_value(values, "max_tasks_per_child", int, None),
         worker_id=_value(values, "worker_id", str, None),
         wait_ms=round(_value(values, "dequeue_wait", float, DEFAULT_WAIT_MS / 1000) * 1000),
+        prefetch=_value(values, "prefetch", int, DEFAULT_PREFETCH),
     )

@@ -1,15 +1,32 @@
-"""One worker process: take a job, run it, store the outcome, repeat.
+"""One worker process: take jobs, run them one at a time, store the outcomes, repeat.
 
 The main thread blocks in ``queue.dequeue`` (on a :class:`DequeueChannel` that SIGTERM can cut
-short), runs the job it gets, and reports it with ``queue.complete`` or ``queue.fail``; a
-:class:`LeaseKeeper` thread heartbeats meanwhile and enforces the deadlines. SIGTERM or SIGINT
-makes the process stop taking jobs and exit once the running one is done (or given back by the
-keeper at the shutdown deadline).
+short), runs the jobs it gets in the order given, and reports each as soon as it ends; a
+:class:`LeaseKeeper` thread heartbeats the running job and the held ones meanwhile and enforces
+the deadlines.
 
-A job that succeeded is reported together with the request for the next one (``queue.dequeue``
-with ``complete``: one round trip and one commit per job while jobs are waiting). Only when that
-combined request goes wrong (the gateway is away, or refused it) is the job reported again on its
-own, as below; a completion refused for a lost lease is handled as ``queue.complete``'s would be.
+**Prefetch.** One dequeue may hand out several jobs ("Prefetch" in ``gateway/PROTOCOL.md``). The
+process asks for as many as it would run in about 10 ms at the recent mean run time of its jobs
+(a moving average; one job until a run time is known), at most ``--prefetch`` and no more than it
+has left before ``--max-tasks-per-child``. Short jobs thus come in batches, while jobs of 10 ms
+or more come one at a time, so no job waits behind another in a busy process while a process is
+idle.
+
+**Reports.** A job that succeeded while more jobs of its answer are held is reported with
+``queue.complete`` sent on the channel without waiting for the answer (see
+:mod:`.completions`), and the next job starts at once. The last one is reported together with
+the request for the next jobs (``queue.dequeue`` with ``complete``: one round trip per answer
+while jobs are waiting). A failure is reported on its own and waits for its answer. Either way a
+report is sent before the next job starts. Answers that come back are handled between jobs, and
+all of them before the process waits for jobs or exits. Only when a combined request goes wrong
+(the gateway is away, or refused it) or the channel breaks with completions unanswered is a job
+reported again on its own, which tells a stored completion from a lost lease.
+
+**Stopping.** SIGTERM or SIGINT makes the process stop taking jobs and exit once the running one
+is done (or given back by the keeper at the shutdown deadline). The jobs it holds are given back
+with ``queue.release`` before the running one is reported, so the gateway counts none of them as
+started; one it counts as started all the same (the first of an answer, or any after a gateway
+restart) is run like any other. No job it holds is left ``RUNNING`` when the process exits.
 
 Reports that fail because the gateway is away (restarting) are retried with backoff for up to
 the lease's length; after that the lease has expired and the job runs again elsewhere anyway.
@@ -18,6 +35,7 @@ the lease's length; after that the lease has expired and the job runs again else
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -25,35 +43,43 @@ import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway_client.client import Client
 from gateway_client.errors import (
     ConnectionError,
     GatewayError,
+    InvalidState,
     LeaseLost,
     ProtocolError,
     ServerError,
     ShuttingDown,
     TimeoutError,
+    UnknownOp,
 )
 from gateway_client.queue import Job, QueueClient
-from gateway_client.worker.dequeue import (
-    CompletedAndDequeued,
-    DequeueChannel,
-    DequeueInterrupted,
-)
+from gateway_client.worker.completions import Attempt, CompletionPipeline
+from gateway_client.worker.dequeue import DequeueChannel, DequeueInterrupted
 from gateway_client.worker.errors import class_path
 from gateway_client.worker.joblog import log_job, logger
 from gateway_client.worker.lease_keeper import LeaseKeeper
 from gateway_client.worker.options import WorkerOptions
-from gateway_client.worker.runner import TaskCall, resolve
+from gateway_client.worker.runner import TaskResolver
 
 __all__ = ["WorkerProcess", "default_worker_id"]
 
 _MAX_BACKOFF = 2.0
+# A process takes as many jobs at once as it would run in this many seconds.
+PREFETCH_WINDOW = 0.010
+# Weight of the latest run time in the moving average that PREFETCH_WINDOW is divided by: a
+# few long jobs in a row are enough to stop prefetching.
+_RUN_TIME_WEIGHT = 0.25
+T = TypeVar("T")
+# What a report answered: the stored job, its map as the server sent it, or None (lease lost).
+Stored = Job | dict[str, Any] | None
 
 
 def default_worker_id() -> str:
@@ -76,6 +102,11 @@ class WorkerProcess:
         self._stop_r, self._stop_w = os.pipe()
         os.set_blocking(self._stop_w, False)
         self.channel = DequeueChannel(options.socket, self._stop_r)
+        self.completions = CompletionPipeline(
+            self.channel,
+            stored=lambda attempt, stored: self._finish(attempt, stored, None),
+            report=self._complete,
+        )
         self.keeper = LeaseKeeper(
             self.queue,
             lease_seconds=options.lease_seconds,
@@ -84,7 +115,18 @@ class WorkerProcess:
             shutdown_timeout=options.shutdown_timeout,
             worker_id=worker_id,
         )
+        # The keeper ends the process only while a task runs, when the channel is not in use.
+        self.keeper.before_exit = functools.partial(self.completions.settle, 5.0)
+        self.tasks = TaskResolver()
         self.jobs_done = 0
+        self._held: deque[Job] = deque()  # handed out to this process, not run yet, in order
+        self._started_elsewhere: set[str] = set()  # held ids the gateway counts as started
+        self._mean_run_time: float | None = None
+        self._dequeue_base = {
+            "queues": list(options.queues),
+            "worker_id": worker_id,
+            "lease_seconds": float(options.lease_seconds),
+        }
 
     def request_stop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
         """Stop taking jobs; usable as a signal handler (it only sets flags and writes pipes)."""
@@ -101,17 +143,16 @@ class WorkerProcess:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.keeper.start()
-        pending: list[Job] = []
         try:
-            while pending or self._wants_jobs(0):
-                if not pending:
-                    pending = self._next_jobs()
-                    continue
-                job = pending.pop(0)
-                # Ask for the next job with this one's completion only when none is in hand and
-                # this process will take one more.
-                pending += self._run(job, take_next=not pending and self._wants_jobs(1))
-                self.jobs_done += 1
+            while self._held or self._wants_jobs(0):
+                if self._held:
+                    self.completions.collect()
+                    job = self._held.popleft()
+                    self._take(self._run(job, take_next=self._wants_jobs(1)))
+                else:
+                    self.completions.settle()  # every answer is read before a long wait
+                    self._take(self._next_jobs())
+            self.completions.settle()
         finally:
             self.keeper.close()
             self.channel.close()
@@ -125,18 +166,28 @@ class WorkerProcess:
 
     # --- taking jobs -----------------------------------------------------------------------------
 
-    def _dequeue_args(self) -> dict[str, Any]:
-        return {
-            "queues": list(self.options.queues),
-            "worker_id": self.worker_id,
-            "max_jobs": 1,
-            "lease_seconds": float(self.options.lease_seconds),
-            "wait_ms": self.options.wait_ms,
-        }
+    def _max_jobs(self, more_done: int) -> int:
+        """How many jobs to ask for once ``more_done`` more are done (see Prefetch above)."""
+        mean = self._mean_run_time
+        wanted = 1 if mean is None else min(self.options.prefetch, int(PREFETCH_WINDOW / mean))
+        limit = self.options.max_tasks_per_child
+        if limit is not None:
+            wanted = min(wanted, limit - self.jobs_done - more_done - len(self._held))
+        return max(1, wanted)
+
+    def _note_run_time(self, seconds: float) -> None:
+        mean = self._mean_run_time
+        seconds = max(seconds, 1e-6)
+        self._mean_run_time = (
+            seconds if mean is None else mean + _RUN_TIME_WEIGHT * (seconds - mean)
+        )
+
+    def _dequeue_args(self, max_jobs: int = 1) -> dict[str, Any]:
+        return {**self._dequeue_base, "max_jobs": max_jobs, "wait_ms": self.options.wait_ms}
 
     def _next_jobs(self) -> list[Job]:
-        """Block until a job is handed out; [] when stopping or after a connection failure."""
-        args = self._dequeue_args()
+        """Block until jobs are handed out; [] when stopping or after a connection failure."""
+        args = self._dequeue_args(self._max_jobs(0))
         delay = 0.05
         while not self.stopping:
             try:
@@ -153,6 +204,49 @@ class WorkerProcess:
             delay = min(delay * 2, _MAX_BACKOFF)
         return []
 
+    def _take(self, jobs: list[Job]) -> None:
+        """Hold ``jobs`` (heartbeated by the keeper) until they run; give them back if stopping."""
+        if not jobs:
+            return
+        self._held.extend(jobs)
+        self.keeper.hold(jobs)
+        if self.stopping:
+            self._give_back_held()
+
+    def _give_back_held(self) -> None:
+        """Release the held jobs; keep those the gateway counts as started, to run them."""
+        kept: deque[Job] = deque()
+        released = 0
+        for job in self._held:
+            if job.id in self._started_elsewhere:
+                kept.append(job)
+                continue
+            try:
+                self._retrying(functools.partial(self.queue.release, job.id, job.lease_token or ""))
+            except (InvalidState, UnknownOp):
+                # Started as far as the gateway knows (or it cannot take jobs back): run it.
+                self._started_elsewhere.add(job.id)
+                kept.append(job)
+                continue
+            except LeaseLost:
+                if self.keeper.forget(job):
+                    log_job(
+                        job,
+                        state="LEASE_LOST",
+                        duration=0.0,
+                        worker_id=self.worker_id,
+                        note="dropped",
+                    )
+                continue
+            except GatewayError as e:
+                # Not run here; its lease expires, and a job that never started goes back as is.
+                logger.error("could not give back job %s: %s", job.id, e)
+            if self.keeper.forget(job):
+                released += 1
+        self._held = kept
+        if released:
+            logger.info("gave back %d prefetched jobs", released)
+
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if a stop is requested."""
         select.select([self._stop_r], [], [], seconds)
@@ -162,79 +256,86 @@ class WorkerProcess:
     def _run(self, job: Job, *, take_next: bool = False) -> list[Job]:
         """Run ``job`` and report it; return the jobs handed out with its completion, if any.
 
+        A job the keeper dropped while it was held is not run.
+
         :param take_next: report a success with ``queue.dequeue`` (``complete``), which also
-            hands out the next job if one is ready (unless a stop was requested meanwhile).
+            hands out the next jobs if some are ready, when no held job is left (and no stop
+            was requested meanwhile).
         """
+        if not self.keeper.begin(job):
+            return []
         started = time.monotonic()
-        self.keeper.begin(job)
-        call: TaskCall | None = None
+        call = None
         value: Any = None
         error: BaseException | None = None
         try:
-            call = resolve(job, self.worker_id)
+            call = self.tasks.resolve(job)
             value = call.run()
         except BaseException as e:  # the task's failure, whatever it raised, is the job's
             error = e
+        duration = time.monotonic() - started
         if not self.keeper.end():
             # The keeper timed the job out or gave it back and is ending this process.
             threading.Event().wait()
-        stored: Job | None = None
-        next_jobs: list[Job] = []
-        if error is None:
-            token = job.lease_token or ""
-            try:
-                # Checked again now: a stop may have been requested while the task ran.
-                take_next = take_next and not self.stopping
-                combined = self._complete_and_dequeue(job, value) if take_next else None
-                if combined is None:
-                    stored = self._report(job, lambda: self.queue.complete(job.id, token, value))
-                else:
-                    next_jobs = combined.jobs
-                    if isinstance(combined.completion_error, LeaseLost):
-                        stored = self._after_lease_lost(job)
-                    elif combined.completion_error is not None:
-                        raise combined.completion_error
-                    else:
-                        stored = combined.completed
-            except ServerError as e:  # the result could not be stored (too large, say)
-                error = e
+        self.jobs_done += 1
+        self._note_run_time(duration)
+        if self.stopping and self._held:
+            self._give_back_held()  # before this job's report, which would start the next
+        attempt = Attempt(job, call, duration)
         if error is not None:
-            stored = self._report_failure(job, error)
-        duration = time.monotonic() - started
-        if call is not None:
-            try:
-                call.finished(stored, error)
-            except Exception:
-                logger.exception("a task_finished receiver of job %s failed", job.id)
-        log_job(
-            job,
-            state=stored.state if stored is not None else "LEASE_LOST",
-            duration=duration,
-            worker_id=self.worker_id,
-            error=None if error is None else class_path(type(error)),
-        )
-        return next_jobs
+            self._fail(attempt, error)
+        elif self._held:
+            self.completions.send(attempt, value)
+        elif take_next and not self.stopping:
+            return self._complete_and_dequeue(attempt, value)
+        else:
+            self._complete(attempt, value)
+        return []
 
-    def _complete_and_dequeue(self, job: Job, value: Any) -> CompletedAndDequeued | None:
-        """Report ``job`` done and take the next one in one request; None if that went wrong.
-
-        None means the completion's fate is unknown or it was refused as a whole: the caller
-        then reports it on its own (which tells a stored completion from a lost lease).
-        """
-        args = self._dequeue_args()
-        token = job.lease_token or ""
-        args["complete"] = {"id": job.id, "lease_token": token, "return_value": value}
+    def _complete_and_dequeue(self, attempt: Attempt, value: Any) -> list[Job]:
+        """Report a success and take the next jobs in one request; return them."""
+        job = attempt.job
+        args = self._dequeue_args(self._max_jobs(1))
+        args["complete"] = {
+            "id": job.id,
+            "lease_token": job.lease_token or "",
+            "return_value": value,
+        }
         try:
-            return self.channel.complete_and_dequeue(args, timeout=30.0)
+            combined = self.channel.complete_and_dequeue(args, timeout=30.0)
         except (ConnectionError, TimeoutError, ProtocolError, ServerError) as e:
+            # The completion's fate is unknown or it was refused as a whole: report it on its
+            # own, which tells a stored completion from a lost lease.
             logger.warning("could not report job %s with the next dequeue: %s", job.id, e)
-            return None
+            self._complete(attempt, value)
+            return []
+        error = combined.completion_error
+        if error is None:
+            self._finish(attempt, combined.completed_map, None)
+        elif isinstance(error, LeaseLost):
+            self._finish(attempt, self._after_lease_lost(job), None)
+        else:
+            self._fail(attempt, error)
+        return combined.jobs
 
-    def _report_failure(self, job: Job, error: BaseException) -> Job | None:
-        """Store a failed attempt (retried if attempts remain); None if that was not possible."""
+    def _complete(self, attempt: Attempt, value: Any) -> None:
+        """Report a success on its own and finish the attempt; fail the job if it is refused."""
+        job = attempt.job
         token = job.lease_token or ""
         try:
-            return self._report(
+            stored = self._report(job, lambda: self.queue.complete(job.id, token, value))
+        except ServerError as e:  # the result could not be stored (too large, say)
+            self._fail(attempt, e)
+            return
+        self._finish(attempt, stored, None)
+
+    def _fail(self, attempt: Attempt, error: BaseException) -> None:
+        """Store a failed attempt (retried if attempts remain) and finish the attempt."""
+        job = attempt.job
+        token = job.lease_token or ""
+        stored: Job | None
+        try:
+            stored = self._report(
                 job,
                 lambda: self.queue.fail(
                     job.id,
@@ -246,24 +347,56 @@ class WorkerProcess:
             )
         except ServerError as e:
             logger.error("could not store the failure of job %s: %s", job.id, e)
-            return None
+            stored = None
+        self._finish(attempt, stored, error)
+
+    def _finish(self, attempt: Attempt, stored: Stored, error: BaseException | None) -> None:
+        """Tell the task's call the outcome, and write the job's log line."""
+        call = attempt.call
+        if call is not None and call.notifies_finish:
+            try:
+                call.finished(Job.from_map(stored) if isinstance(stored, dict) else stored, error)
+            except Exception:
+                logger.exception("a task_finished receiver of job %s failed", attempt.job.id)
+        if stored is None:
+            state = "LEASE_LOST"
+        else:
+            state = str(stored.get("state")) if isinstance(stored, dict) else stored.state
+        log_job(
+            attempt.job,
+            state=state,
+            duration=attempt.duration,
+            worker_id=self.worker_id,
+            error=None if error is None else class_path(type(error)),
+        )
 
     def _report(self, job: Job, send: Callable[[], Job]) -> Job | None:
         """Send a complete/fail, retrying while the gateway is away; None if the lease is lost.
 
         :raises ServerError: if the gateway refused the report for another reason.
         """
+        try:
+            return self._retrying(send)
+        except LeaseLost:
+            return self._after_lease_lost(job)
+        except (ConnectionError, ShuttingDown) as e:
+            logger.error("could not report job %s: %s", job.id, e)
+            return None
+
+    def _retrying(self, send: Callable[[], T]) -> T:
+        """``send()``, retried with backoff while the gateway is away, for up to the lease.
+
+        :raises ConnectionError: or :class:`ShuttingDown` if the gateway stayed away so long.
+        :raises ServerError: if the gateway refused the request.
+        """
         give_up_at = time.monotonic() + max(self.options.lease_seconds, 5.0)
         delay = 0.05
         while True:
             try:
                 return send()
-            except LeaseLost:
-                return self._after_lease_lost(job)
-            except (ConnectionError, ShuttingDown) as e:
+            except (ConnectionError, ShuttingDown):
                 if time.monotonic() >= give_up_at:
-                    logger.error("could not report job %s: %s", job.id, e)
-                    return None
+                    raise
             time.sleep(delay)
             delay = min(delay * 2, _MAX_BACKOFF)
 

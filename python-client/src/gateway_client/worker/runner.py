@@ -6,6 +6,10 @@ tasks framework (``django.tasks`` or the ``django_tasks`` backport), the call go
 ``task_started``/``task_finished`` signals. Anything else callable is called with the job's args
 and kwargs (a coroutine function runs in a fresh event loop). Either way the return value must
 be JSON-compatible, as Django requires of task results.
+
+A worker process resolves jobs with one :class:`TaskResolver`, which imports each task path once:
+a process runs the same few tasks over and over, and the import machinery's lookup (even of a
+module already imported) and the checks of what the path names would otherwise be paid per job.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any, Protocol
 
 from gateway_client.queue import Job
 
-__all__ = ["TaskCall", "current_job", "import_task", "resolve"]
+__all__ = ["TaskCall", "TaskResolver", "current_job", "import_task", "resolve"]
 
 _current_job: contextvars.ContextVar[Job | None] = contextvars.ContextVar(
     "gateway_client_current_job", default=None
@@ -40,6 +44,9 @@ def current_job() -> Job | None:
 class TaskCall(Protocol):
     """One job's task, ready to run."""
 
+    #: True if :meth:`finished` uses the stored job; the worker builds it only for such calls.
+    notifies_finish: bool
+
     def run(self) -> Any:
         """Run the task and return its JSON-compatible result; raise whatever the task raised."""
 
@@ -48,14 +55,18 @@ class TaskCall(Protocol):
 
 
 class _PlainCall:
-    def __init__(self, func: Callable[..., Any], job: Job) -> None:
+    __slots__ = ("func", "is_coroutine", "job")
+    notifies_finish = False
+
+    def __init__(self, func: Callable[..., Any], is_coroutine: bool, job: Job) -> None:
         self.func = func
+        self.is_coroutine = is_coroutine
         self.job = job
 
     def run(self) -> Any:
         token = _current_job.set(self.job)
         try:
-            if inspect.iscoroutinefunction(self.func):
+            if self.is_coroutine:
                 value = asyncio.run(self.func(*self.job.args, **self.job.kwargs))
             else:
                 value = self.func(*self.job.args, **self.job.kwargs)
@@ -104,22 +115,49 @@ def import_task(path: str) -> Any:
     raise ImportError(f"no module found for task {path!r}")
 
 
+class TaskResolver:
+    """Makes the call of each job, importing each task path once (see the module doc).
+
+    A path that cannot be imported, or names something that cannot be called, is not
+    remembered: each of its jobs fails with the same error. Not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._makers: dict[str, Callable[[Job], TaskCall]] = {}
+
+    def resolve(self, job: Job) -> TaskCall:
+        """Wrap the job's task for :meth:`TaskCall.run`.
+
+        :raises ImportError: if the task path cannot be imported.
+        :raises TypeError: if it names something that cannot be called.
+        """
+        make = self._makers.get(job.task)
+        if make is None:
+            make = self._makers[job.task] = _call_maker(job.task)
+        return make(job)
+
+
 def resolve(job: Job, worker_id: str) -> TaskCall:
-    """Import the job's task and wrap it for :meth:`TaskCall.run`.
+    """Import the job's task and wrap it for :meth:`TaskCall.run` (without the resolver's cache).
 
     :raises ImportError: if the task path cannot be imported.
     :raises TypeError: if it names something that cannot be called.
     """
-    target = import_task(job.task)
-    if _django_is_set_up():
-        from gateway_client.django.task_execution import django_task_call
+    return _call_maker(job.task)(job)
 
-        call = django_task_call(target, job, worker_id, _current_job)
-        if call is not None:
-            return call
+
+def _call_maker(path: str) -> Callable[[Job], TaskCall]:
+    """Import ``path`` and return what makes a job's call of it (see :func:`resolve`)."""
+    target = import_task(path)
+    if _django_is_set_up():
+        from gateway_client.django.task_execution import DjangoTaskCall, is_django_task
+
+        if is_django_task(target):
+            return lambda job: DjangoTaskCall(target, job, _current_job)
     if not callable(target):
-        raise TypeError(f"task {job.task!r} is a {type(target).__name__}, not callable")
-    return _PlainCall(target, job)
+        raise TypeError(f"task {path!r} is a {type(target).__name__}, not callable")
+    is_coroutine = inspect.iscoroutinefunction(target)
+    return lambda job: _PlainCall(target, is_coroutine, job)
 
 
 def _django_is_set_up() -> bool:
