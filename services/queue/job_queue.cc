@@ -218,7 +218,7 @@ void JobQueue::Enqueue(std::vector<Job> jobs, Callback<std::vector<Job>> done) {
         continue;
       }
     }
-    job.id = RandomId();
+    job.id = NewJobId(now);
     job.seq = next_seq_++;
     job.enqueued_at_ms = now;
     job.state = JobState::kReady;
@@ -853,7 +853,7 @@ void JobQueue::OnTimer() {
 void JobQueue::EnqueueSlot(size_t schedule, int64_t slot_ms) {
   const Schedule& s = schedules_[schedule];
   Job job = s.job;
-  job.id = RandomId();
+  job.id = NewJobId(NowMs());
   job.seq = next_seq_++;
   job.enqueued_at_ms = NowMs();
   job.state = JobState::kReady;

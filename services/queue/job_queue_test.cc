@@ -4,6 +4,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <set>
 
 #include "services/databases.h"
 #include "services/queue/job_store.h"
@@ -640,6 +641,21 @@ TEST_F(QueueTest, MissedScheduleSlotsRunOnceAcrossRestarts) {
   clock_.Advance((next - clock_.NowUnixMicros() / 1000) * 1000);
   queue_->OnTimer();
   PumpUntil([&] { return queue_->Stats()->at("default").states[JobState::kReady] == 2; });
+}
+
+TEST(JobIdTest, IdsAreHexSortByEnqueueTimeAndDoNotRepeat) {
+  std::set<std::string> seen;
+  std::string previous;
+  for (int64_t ms = 1'700'000'000'000; ms < 1'700'000'000'000 + 2000; ms += 7) {
+    const std::string id = NewJobId(ms);
+    ASSERT_EQ(id.size(), 32u);
+    EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos) << id;
+    EXPECT_LT(previous, id);
+    EXPECT_TRUE(seen.insert(id).second);
+    EXPECT_TRUE(seen.insert(NewJobId(ms)).second);  // same millisecond: the random part differs
+    previous = id;
+  }
+  EXPECT_EQ(NewJobId(0x0123456789ab).substr(0, 12), "0123456789ab");
 }
 
 TEST(CronTest, ParsesAndFindsSlots) {
