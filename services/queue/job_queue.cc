@@ -596,11 +596,10 @@ void JobQueue::MarkReported(Active* a) {
 
 void JobQueue::PutBack(Active* a, Callback<Job> done) {
   const std::string id = a->job.id;
-  const int64_t attempt = a->job.attempts;
   auto before = std::make_shared<const Job>(std::move(*a->before_claim));
   a->before_claim.reset();
   a->phase = Phase::kFinishing;
-  Write([before, attempt](SqliteDb* db) { return UndoAttempt(db, *before, attempt); },
+  Write([before](SqliteDb* db) { return UndoAttempt(db, *before); },
         [this, id, before, done](const Status& st) {
           Active& active = active_.at(id);
           if (!st.ok()) {
@@ -610,8 +609,7 @@ void JobQueue::PutBack(Active* a, Callback<Job> done) {
             return;
           }
           active.job = *before;
-          // Its stored attempt records may differ from memory now (a claim replaced and this
-          // deleted one): answers are read back until its next first attempt.
+          // Answers are read back from the store until its next first attempt.
           active.never_attempted = false;
           active.sole_attempt = false;
           Place(&active);

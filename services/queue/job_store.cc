@@ -104,7 +104,9 @@ Status InsertJob(SqliteDb* db, const Job& j) {
 }
 
 Status StartAttempt(SqliteDb* db, const Job& j, int64_t now_ms) {
-  GW_RETURN_IF_ERROR(Change(
+  // The attempt's own record is written when it ends (FinishAttempt): until then the row's
+  // worker_id and last_attempted_at say who runs it since when, and GetJob shows it from them.
+  return Change(
       db,
       "UPDATE jobs SET state = 'RUNNING', attempts = ?2, lease_token = ?3, lease_expires_at = ?4, "
       "worker_id = ?5, started_at = coalesce(started_at, ?6), last_attempted_at = ?6 WHERE id = ?1",
@@ -115,16 +117,7 @@ Status StartAttempt(SqliteDb* db, const Job& j, int64_t now_ms) {
         GW_RETURN_IF_ERROR(BindOptInt(s, 4, j.lease_expires_at_ms));
         GW_RETURN_IF_ERROR(BindOptText(s, 5, j.worker_id));
         return s->BindInt(6, now_ms);
-      }));
-  return Change(db,
-                "INSERT OR REPLACE INTO job_attempts(job_id, attempt, worker_id, started_at) "
-                "VALUES (?1, ?2, ?3, ?4)",
-                [&](Statement* s) {
-                  GW_RETURN_IF_ERROR(s->BindText(1, j.id));
-                  GW_RETURN_IF_ERROR(s->BindInt(2, j.attempts));
-                  GW_RETURN_IF_ERROR(s->BindText(3, j.worker_id.value_or("")));
-                  return s->BindInt(4, now_ms);
-                });
+      });
 }
 
 Status ExtendLease(SqliteDb* db, const std::string& id, int64_t expires) {
@@ -137,9 +130,13 @@ Status ExtendLease(SqliteDb* db, const std::string& id, int64_t expires) {
 Status FinishAttempt(SqliteDb* db, const std::string& id, int64_t attempt, int64_t now_ms,
                      const std::string& outcome, const std::string& exception_class_path,
                      const std::string& traceback) {
+  // Replaces a record of the same number: one an older gateway wrote when the attempt began,
+  // or one from before queue.retry_failed started the count over.
   return Change(db,
-                "UPDATE job_attempts SET finished_at = ?3, outcome = ?4, exception_class_path = "
-                "?5, traceback = ?6 WHERE job_id = ?1 AND attempt = ?2",
+                "INSERT OR REPLACE INTO job_attempts(job_id, attempt, worker_id, started_at, "
+                "finished_at, outcome, exception_class_path, traceback) "
+                "SELECT id, ?2, coalesce(worker_id, ''), coalesce(last_attempted_at, ?3), ?3, ?4, "
+                "?5, ?6 FROM jobs WHERE id = ?1",
                 [&](Statement* s) {
                   GW_RETURN_IF_ERROR(s->BindText(1, id));
                   GW_RETURN_IF_ERROR(s->BindInt(2, attempt));
@@ -172,12 +169,7 @@ Status MarkRetry(SqliteDb* db, const std::string& id, int64_t run_after_ms) {
                 });
 }
 
-Status UndoAttempt(SqliteDb* db, const Job& before, int64_t attempt) {
-  GW_RETURN_IF_ERROR(
-      Change(db, "DELETE FROM job_attempts WHERE job_id = ?1 AND attempt = ?2", [&](Statement* s) {
-        GW_RETURN_IF_ERROR(s->BindText(1, before.id));
-        return s->BindInt(2, attempt);
-      }));
+Status UndoAttempt(SqliteDb* db, const Job& before) {
   return Change(db,
                 "UPDATE jobs SET state = 'READY', attempts = ?2, lease_token = NULL, "
                 "lease_expires_at = NULL, worker_id = ?3, started_at = ?4, last_attempted_at = ?5 "
@@ -223,10 +215,19 @@ Result<std::optional<Job>> GetJob(SqliteDb* db, const std::string& id) {
     if (!r.ok()) return r.status();
     if (!*r) break;
     const Statement& h = **hist;
-    job.history.push_back(JobAttempt{h.ColumnInt(0), h.ColumnText(1), h.ColumnInt(2), OptInt(h, 3),
+    const int64_t attempt = h.ColumnInt(0);
+    // A running job's current attempt has no record of its own yet (see StartAttempt); a record
+    // with its number or later is left from before queue.retry_failed started the count over.
+    if (job.state == JobState::kRunning && attempt >= job.attempts) continue;
+    job.history.push_back(JobAttempt{attempt, h.ColumnText(1), h.ColumnInt(2), OptInt(h, 3),
                                      h.ColumnText(4), h.ColumnText(5), h.ColumnText(6)});
   }
   (*hist)->Reset();
+  if (job.state == JobState::kRunning) {
+    job.history.push_back(JobAttempt{job.attempts, job.worker_id.value_or(""),
+                                     job.last_attempted_at_ms.value_or(0), std::nullopt, "", "",
+                                     ""});
+  }
   return std::optional<Job>(std::move(job));
 }
 

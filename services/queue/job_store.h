@@ -19,10 +19,10 @@
 namespace services::queue {
 
 Status InsertJob(SqliteDb* db, const Job& job);
-// Marks the job RUNNING under a new lease and opens its attempt record.
+// Marks the job RUNNING under a new lease (its attempt record is written when it ends).
 Status StartAttempt(SqliteDb* db, const Job& job, int64_t now_ms);
 Status ExtendLease(SqliteDb* db, const std::string& id, int64_t lease_expires_at_ms);
-// Closes the attempt record `attempt` of job `id`.
+// Writes the record of attempt `attempt` of job `id`, which ends now, from the job's row.
 Status FinishAttempt(SqliteDb* db, const std::string& id, int64_t attempt, int64_t now_ms,
                      const std::string& outcome, const std::string& exception_class_path,
                      const std::string& traceback);
@@ -30,9 +30,9 @@ Status MarkSuccessful(SqliteDb* db, const std::string& id, int64_t now_ms,
                       const std::optional<std::string>& return_value);
 // Back to READY (run_after set for the retry), lease cleared.
 Status MarkRetry(SqliteDb* db, const std::string& id, int64_t run_after_ms);
-// Takes back attempt `attempt` as if it had never been handed out: its record is deleted and the
-// job is READY with the attempt count, worker and times of `before` (the job as it was before).
-Status UndoAttempt(SqliteDb* db, const Job& before, int64_t attempt);
+// Takes back an attempt that never started, as if the job had never been handed out: READY with
+// the attempt count, worker and times of `before` (the job as it was before the claim).
+Status UndoAttempt(SqliteDb* db, const Job& before);
 Status MarkFinished(SqliteDb* db, const std::string& id, JobState state, int64_t now_ms);
 
 Result<std::optional<Job>> GetJob(SqliteDb* db, const std::string& id);
