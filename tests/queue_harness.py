@@ -211,6 +211,21 @@ def wait_finished(queue: QueueClient, job_ids: Iterable[str], timeout: float = 3
     return jobs
 
 
+def state_counts(queue: QueueClient, name: str) -> dict[str, int]:
+    """The number of jobs in each state of queue ``name`` (states with none left out)."""
+    states = queue.stats()["queues"].get(name, {}).get("states", {})
+    return {state: count for state, count in states.items() if count}
+
+
+def get_many(queue: QueueClient, ids: list[str]) -> list[Job]:
+    """``queue.get`` for many ids, pipelined in batches."""
+    jobs: list[Job] = []
+    for start in range(0, len(ids), 1000):
+        batch = [("queue.get", {"id": job_id}) for job_id in ids[start : start + 1000]]
+        jobs.extend(Job.from_map(m) for m in queue.client.call_many(batch, timeout=30))
+    return jobs
+
+
 def wait_state(queue: QueueClient, job_id: str, states: set[str], timeout: float = 10.0) -> Job:
     """Poll ``queue.get`` until the job is in one of ``states``; return it."""
     return wait_until(

@@ -25,25 +25,11 @@ from gateway_client.queue import (
     enqueue_args,
 )
 from gateway_harness import GatewayProcess
-from queue_harness import WorkerPool, wait_finished
+from queue_harness import WorkerPool, get_many, state_counts, wait_finished
 from wire import wait_until
 
 TIMEOUT_CLASS = "gateway_client.worker.errors.TaskTimeout"
 SHUTDOWN_CLASS = "gateway_client.worker.errors.WorkerShutdown"
-
-
-def state_counts(queue: QueueClient, name: str) -> dict[str, int]:
-    states = queue.stats()["queues"].get(name, {}).get("states", {})
-    return {state: count for state, count in states.items() if count}
-
-
-def get_many(queue: QueueClient, ids: list[str]) -> list[Job]:
-    """``queue.get`` for many ids, pipelined in batches."""
-    jobs: list[Job] = []
-    for start in range(0, len(ids), 1000):
-        batch = [("queue.get", {"id": job_id}) for job_id in ids[start : start + 1000]]
-        jobs.extend(Job.from_map(m) for m in queue.client.call_many(batch, timeout=30))
-    return jobs
 
 
 # --- exactly once at volume ---------------------------------------------------------------------

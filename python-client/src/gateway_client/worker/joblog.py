@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from typing import Any
 
 from gateway_client.queue import Job
@@ -33,10 +34,14 @@ def logfmt(**fields: Any) -> str:
         if value is None:
             continue
         text = f"{value:.3f}" if isinstance(value, float) else str(value)
-        if not text or _NEEDS_QUOTES.search(text):
-            text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-        parts.append(f"{key}={text}")
+        parts.append(f"{key}={_logfmt_value(text)}")
     return " ".join(parts)
+
+
+def _logfmt_value(text: str) -> str:
+    if text and _NEEDS_QUOTES.search(text) is None:
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def log_job(
@@ -52,20 +57,44 @@ def log_job(
     level = logging.INFO if state == "SUCCESSFUL" else logging.WARNING
     if not logger.isEnabledFor(level):
         return  # nobody would read the line: do not build it
-    logger.log(
-        level,
-        logfmt(
-            job=job.id,
-            task=job.task,
-            queue=job.queue,
-            state=state,
-            attempt=job.attempts,
-            duration=duration,
-            worker=worker_id,
-            error=error,
-            note=note,
-        ),
+    # logfmt(), written out: this runs once per job.
+    line = (
+        f"job={_logfmt_value(job.id)} task={_logfmt_value(job.task)} "
+        f"queue={_logfmt_value(job.queue)} state={_logfmt_value(state)} attempt={job.attempts} "
+        f"duration={duration:.3f} worker={_logfmt_value(worker_id)}"
     )
+    if error is not None:
+        line += f" error={_logfmt_value(error)}"
+    if note is not None:
+        line += f" note={_logfmt_value(note)}"
+    # Every job line comes from here, so the record names this function itself instead of
+    # having logger.log() walk the stack to find the caller.
+    record = logger.makeRecord(
+        logger.name, level, __file__, _LOG_JOB_LINE, line, (), None, "log_job"
+    )
+    logger.handle(record)
+
+
+_LOG_JOB_LINE = log_job.__code__.co_firstlineno
+
+
+class _LineFormatter(logging.Formatter):
+    """``asctime levelname [pid] message``, each second's date and time formatted only once.
+
+    Called under its handler's lock, like any formatter.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s [%(process)d] %(message)s")
+        self._second: int | None = None
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        second = int(record.created)
+        if second != self._second:
+            self._second = second
+            self._second_text = time.strftime(self.default_time_format, self.converter(second))
+        return self.default_msec_format % (self._second_text, record.msecs)
 
 
 def configure_logging(level: int = logging.INFO) -> None:
@@ -77,7 +106,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     if logger.handlers or logging.getLogger("gateway_client").handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+    handler.setFormatter(_LineFormatter())
     logger.addHandler(handler)
     logger.propagate = False
 

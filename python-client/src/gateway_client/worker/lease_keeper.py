@@ -16,18 +16,23 @@ run, and its log line says ``note=dropped``. For the running job the thread watc
   :class:`~gateway_client.worker.errors.WorkerShutdown` and retry, and re-queued with
   ``queue.retry_failed`` if that used up its attempts, so it runs again) and the process ends.
 
-Before the thread ends the process it gives back the held jobs (``queue.release``, first, while
-the gateway still counts them as not started; one it counts as started is failed and re-queued
-as above) and calls the ``before_exit`` hook (which reads the answers of the completions in
-flight).
+Held jobs are given back with ``queue.release``: by this thread as soon as a stop is requested
+(other processes can run them while the running job finishes), by
+:meth:`LeaseKeeper.give_back_held` when the main thread stops taking jobs (before it reports the
+job that just ended, which would make the next one count as started), and by this thread before
+it ends the process (before it reports the running job). A job the gateway counts as started all
+the same stays held for the main thread to run, or, when the process is ending, is failed and
+re-queued as above. Before it ends the process, the thread also calls the ``before_exit`` hook
+(which reads the answers of the completions in flight).
 
 The thread sleeps in ``select`` on a wake-up pipe until the next of these deadlines (and, while
 the process is idle, for one heartbeat interval at a time), so it costs nothing per job.
 
-Thread safety: ``hold``/``begin``/``end``/``forget`` are called by the main thread and take
-``_lock``; :meth:`request_stop` is called from a signal handler and only stores a float and
-writes to the pipe. The thread ends the process only while a job is running (between ``begin``
-and ``end``), when the main thread is inside the task and touches nothing else.
+Thread safety: ``hold``/``holds``/``give_back_held``/``begin``/``end`` are called by the main
+thread and take ``_lock``, under which this thread does all its work too; :meth:`request_stop`
+is called from a signal handler and only stores a float and writes to the pipe. The thread ends
+the process only while a job is running (between ``begin`` and ``end``), when the main thread is
+inside the task and touches nothing else.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from gateway_client.errors import (
     InvalidState,
     LeaseLost,
     ServerError,
+    UnknownOp,
 )
 from gateway_client.queue import FAILED, Job, QueueClient
 from gateway_client.worker.errors import TaskTimeout, WorkerShutdown, class_path
@@ -78,6 +84,7 @@ class _Lease:
     token: str
     next_beat: float  # time.monotonic()
     started: float = 0.0  # time.monotonic(), once it runs
+    must_run: bool = False  # held, but the gateway counts it as started: it cannot be released
 
 
 class LeaseKeeper(threading.Thread):
@@ -133,15 +140,19 @@ class LeaseKeeper(threading.Thread):
             for job in jobs:
                 self._held[job.id] = _Lease(job, job.lease_token or "", due)
 
-    def forget(self, job: Job) -> bool:
-        """Stop heartbeating a held job (given back); False if this thread had dropped it."""
+    def holds(self, job: Job) -> bool:
+        """True while ``job`` is held: not run yet, and not dropped or given back."""
         with self._lock:
-            if self._held.pop(job.id, None) is not None:
-                return True
-            if job.id in self._dropped:
-                self._dropped.discard(job.id)
-                return False
-            return True
+            return job.id in self._held
+
+    def give_back_held(self) -> None:
+        """Release the held jobs (the process stops taking jobs); see :meth:`_release_held`.
+
+        Call it before the report of the job that just ended: until then the gateway counts
+        none of the held jobs as started.
+        """
+        with self._lock:
+            self._release_held()
 
     def begin(self, job: Job) -> bool:
         """Start looking after ``job`` as the running one; False if it was dropped while held.
@@ -204,6 +215,9 @@ class LeaseKeeper(threading.Thread):
         """Do what is due for the running and held jobs; return seconds until the next deadline."""
         now = time.monotonic()
         next_at = now + self.heartbeat_interval
+        if self._stop_requested_at is not None and self._held:
+            # Other processes can run them meanwhile; the running job may take a while.
+            self._release_held()
         if self._held:
             next_at = min(next_at, self._beat_held(now))
         running = self._running
@@ -232,19 +246,13 @@ class LeaseKeeper(threading.Thread):
         return min(deadlines)
 
     def _beat_held(self, now: float) -> float:
-        """Heartbeat the held jobs that are due, dropping those that are gone; return when the
-        next one is due."""
-        for job_id, lease in list(self._held.items()):
+        """Heartbeat the held jobs that are due, dropping those gone; return the next due time."""
+        for lease in list(self._held.values()):
             if now < lease.next_beat:
                 continue
             outcome = self._heartbeat(lease)
             if outcome is not None:
-                del self._held[job_id]
-                self._dropped.add(job_id)
-                state = "LEASE_LOST" if outcome == "lease_lost" else "CANCELLED"
-                log_job(
-                    lease.job, state=state, duration=0.0, worker_id=self.worker_id, note="dropped"
-                )
+                self._drop(lease, "LEASE_LOST" if outcome == "lease_lost" else "CANCELLED")
         return min((lease.next_beat for lease in self._held.values()), default=math.inf)
 
     def _heartbeat(self, lease: _Lease) -> str | None:
@@ -264,11 +272,49 @@ class LeaseKeeper(threading.Thread):
         lease.next_beat = time.monotonic() + self.heartbeat_interval
         return None
 
+    def _drop(self, lease: _Lease, state: str | None) -> None:
+        """Forget a held job for good (:meth:`begin` refuses it); log it if ``state`` is given."""
+        del self._held[lease.job.id]
+        self._dropped.add(lease.job.id)
+        if state is not None:
+            log_job(lease.job, state=state, duration=0.0, worker_id=self.worker_id, note="dropped")
+
+    def _release_held(self) -> None:
+        """Give back every held job with ``queue.release``; caller holds ``_lock``.
+
+        A job the gateway counts as started (the first of an answer, or any after a restart;
+        also every job if the gateway cannot take jobs back) stays held, marked ``must_run``.
+        One whose release fails otherwise is dropped all the same: when its lease ends, a job
+        that had not started goes back to the queue as it was.
+        """
+        released = 0
+        for lease in list(self._held.values()):
+            if lease.must_run:
+                continue
+            try:
+                self.queue.release(lease.job.id, lease.token)
+                released += 1
+            except (InvalidState, UnknownOp):
+                lease.must_run = True
+                continue
+            except LeaseLost:
+                self._drop(lease, "LEASE_LOST")  # cancelled meanwhile, or its lease ended
+                continue
+            except GatewayError as e:
+                logger.error("could not give back job %s (%s); its lease will end", lease.job.id, e)
+            self._drop(lease, None)
+        if released:
+            logger.info("gave back %d prefetched jobs", released)
+
     def _end_job(self, running: _Lease, reason: str) -> NoReturn:
         """End the job on behalf of the main thread, log its line, and end the process."""
         self._acted = True
         # First, while the running job is not reported, so the gateway counts none as started.
-        self._give_back_held()
+        self._release_held()
+        for lease in list(self._held.values()):
+            # Started as far as the gateway knows: give it back as a failed attempt that is
+            # retried, as for a job still running at shutdown.
+            self._give_back(lease, "was not started before its worker process ended")
         job = running.job
         duration = time.monotonic() - running.started
         state, error, code = "CANCELLED", None, EXIT_CANCELLED
@@ -290,24 +336,6 @@ class LeaseKeeper(threading.Thread):
         )
         flush_logs()
         os._exit(code)
-
-    def _give_back_held(self) -> None:
-        """Release every held job (the process is ending); re-queue any that counts as started."""
-        held, self._held = list(self._held.values()), {}
-        for lease in held:
-            try:
-                self.queue.release(lease.job.id, lease.token)
-            except InvalidState:
-                # The gateway counts it as started (it restarted since): give it back as a
-                # failed attempt that is retried, as for a job running at shutdown.
-                self._give_back(lease, "was not started before its worker process ended")
-            except LeaseLost:
-                pass  # cancelled, or already back in the queue
-            except GatewayError as e:
-                # Its lease will expire; a job that did not start then goes back unharmed.
-                logger.error("could not give back job %s: %s", lease.job.id, e)
-        if held:
-            logger.info("gave back %d prefetched jobs", len(held))
 
     def _fail(self, running: _Lease, cls: type[BaseException], what: str) -> str:
         if running.started:

@@ -5,12 +5,14 @@ short), runs the jobs it gets in the order given, and reports each as soon as it
 :class:`LeaseKeeper` thread heartbeats the running job and the held ones meanwhile and enforces
 the deadlines.
 
-**Prefetch.** One dequeue may hand out several jobs ("Prefetch" in ``gateway/PROTOCOL.md``). The
-process asks for as many as it would run in about 10 ms at the recent mean run time of its jobs
-(a moving average; one job until a run time is known), at most ``--prefetch`` and no more than it
-has left before ``--max-tasks-per-child``. Short jobs thus come in batches, while jobs of 10 ms
-or more come one at a time, so no job waits behind another in a busy process while a process is
-idle.
+**Prefetch.** One dequeue may hand out several jobs ("Prefetch" in ``gateway/PROTOCOL.md``).
+With the report of the last job it holds, a process asks for as many as it would run in about
+10 ms at the recent mean run time of its jobs (a moving average; one job until a run time is
+known), at most ``--prefetch`` and no more than it has left before ``--max-tasks-per-child``.
+Short jobs thus come in batches, while jobs of 10 ms or more come one at a time, so no job waits
+behind another in a busy process while a process is idle. A process that has to wait for jobs
+asks for one: it cannot tell whether the jobs to come are like those it ran before, and idle
+processes then share a burst of jobs instead of the first one taking a batch.
 
 **Reports.** A job that succeeded while more jobs of its answer are held is reported with
 ``queue.complete`` sent on the channel without waiting for the answer (see
@@ -52,13 +54,11 @@ from gateway_client.client import Client
 from gateway_client.errors import (
     ConnectionError,
     GatewayError,
-    InvalidState,
     LeaseLost,
     ProtocolError,
     ServerError,
     ShuttingDown,
     TimeoutError,
-    UnknownOp,
 )
 from gateway_client.queue import Job, QueueClient
 from gateway_client.worker.completions import Attempt, CompletionPipeline
@@ -120,7 +120,6 @@ class WorkerProcess:
         self.tasks = TaskResolver()
         self.jobs_done = 0
         self._held: deque[Job] = deque()  # handed out to this process, not run yet, in order
-        self._started_elsewhere: set[str] = set()  # held ids the gateway counts as started
         self._mean_run_time: float | None = None
         self._dequeue_base = {
             "queues": list(options.queues),
@@ -166,13 +165,13 @@ class WorkerProcess:
 
     # --- taking jobs -----------------------------------------------------------------------------
 
-    def _max_jobs(self, more_done: int) -> int:
-        """How many jobs to ask for once ``more_done`` more are done (see Prefetch above)."""
+    def _max_jobs(self) -> int:
+        """How many jobs to ask for now, on top of those done and held (see the module doc)."""
         mean = self._mean_run_time
         wanted = 1 if mean is None else min(self.options.prefetch, int(PREFETCH_WINDOW / mean))
         limit = self.options.max_tasks_per_child
         if limit is not None:
-            wanted = min(wanted, limit - self.jobs_done - more_done - len(self._held))
+            wanted = min(wanted, limit - self.jobs_done - len(self._held))
         return max(1, wanted)
 
     def _note_run_time(self, seconds: float) -> None:
@@ -186,8 +185,8 @@ class WorkerProcess:
         return {**self._dequeue_base, "max_jobs": max_jobs, "wait_ms": self.options.wait_ms}
 
     def _next_jobs(self) -> list[Job]:
-        """Block until jobs are handed out; [] when stopping or after a connection failure."""
-        args = self._dequeue_args(self._max_jobs(0))
+        """Block until a job is handed out; [] when stopping or after a connection failure."""
+        args = self._dequeue_args(1)  # see Prefetch in the module doc
         delay = 0.05
         while not self.stopping:
             try:
@@ -215,37 +214,8 @@ class WorkerProcess:
 
     def _give_back_held(self) -> None:
         """Release the held jobs; keep those the gateway counts as started, to run them."""
-        kept: deque[Job] = deque()
-        released = 0
-        for job in self._held:
-            if job.id in self._started_elsewhere:
-                kept.append(job)
-                continue
-            try:
-                self._retrying(functools.partial(self.queue.release, job.id, job.lease_token or ""))
-            except (InvalidState, UnknownOp):
-                # Started as far as the gateway knows (or it cannot take jobs back): run it.
-                self._started_elsewhere.add(job.id)
-                kept.append(job)
-                continue
-            except LeaseLost:
-                if self.keeper.forget(job):
-                    log_job(
-                        job,
-                        state="LEASE_LOST",
-                        duration=0.0,
-                        worker_id=self.worker_id,
-                        note="dropped",
-                    )
-                continue
-            except GatewayError as e:
-                # Not run here; its lease expires, and a job that never started goes back as is.
-                logger.error("could not give back job %s: %s", job.id, e)
-            if self.keeper.forget(job):
-                released += 1
-        self._held = kept
-        if released:
-            logger.info("gave back %d prefetched jobs", released)
+        self.keeper.give_back_held()
+        self._held = deque(job for job in self._held if self.keeper.holds(job))
 
     def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less if a stop is requested."""
@@ -264,12 +234,14 @@ class WorkerProcess:
         """
         if not self.keeper.begin(job):
             return []
-        started = time.monotonic()
         call = None
         value: Any = None
         error: BaseException | None = None
+        started = time.monotonic()
         try:
             call = self.tasks.resolve(job)
+            # Timed from here: the first job of a task also imports its module.
+            started = time.monotonic()
             value = call.run()
         except BaseException as e:  # the task's failure, whatever it raised, is the job's
             error = e
@@ -295,7 +267,7 @@ class WorkerProcess:
     def _complete_and_dequeue(self, attempt: Attempt, value: Any) -> list[Job]:
         """Report a success and take the next jobs in one request; return them."""
         job = attempt.job
-        args = self._dequeue_args(self._max_jobs(1))
+        args = self._dequeue_args(self._max_jobs())
         args["complete"] = {
             "id": job.id,
             "lease_token": job.lease_token or "",
