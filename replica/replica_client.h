@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "services/status.h"
@@ -74,10 +75,15 @@ class ReplicaClient {
   virtual services::Status Delete(const std::string& key) = 0;
   // Deletes every key of `keys` (missing ones are not errors). The default deletes them one at a
   // time; clients with a batch delete (S3 DeleteObjects: up to 1000 keys a request) override it.
-  // After an error some keys may be gone and others not; the message names one that failed.
+  // Every key is tried even after an error; the first error is returned, and names a key that
+  // may be left.
   virtual services::Status DeleteMany(const std::vector<std::string>& keys) {
-    for (const std::string& key : keys) GW_RETURN_IF_ERROR(Delete(key));
-    return services::Status::Ok();
+    services::Status first_error = services::Status::Ok();
+    for (const std::string& key : keys) {
+      services::Status st = Delete(key);
+      if (first_error.ok() && !st.ok()) first_error = std::move(st);
+    }
+    return first_error;
   }
 
   virtual ClientStats Stats() const = 0;

@@ -223,13 +223,19 @@ SegmentBuilder::SegmentBuilder(int zstd_level) : stream_(std::move(spare_)) {
 SegmentBuilder::~SegmentBuilder() { spare_ = std::move(stream_); }
 
 void SegmentBuilder::Add(std::string_view piece) {
+  if (!status_.ok()) return;
   stream_->sha.Update(piece);
   body_bytes_ += piece.size();
   ZSTD_inBuffer in{piece.data(), piece.size(), 0};
   while (in.pos < in.size) {
     ZSTD_outBuffer out{stream_->out.data(), stream_->out.size(), 0};
-    // Only fails on misuse (bad parameters), never on data; Finish checks the frame's end.
-    (void)ZSTD_compressStream2(stream_->cctx.get(), &out, &in, ZSTD_e_continue);
+    // Fails only on misuse or when zstd cannot allocate; the object is then unusable.
+    const size_t rc = ZSTD_compressStream2(stream_->cctx.get(), &out, &in, ZSTD_e_continue);
+    if (ZSTD_isError(rc)) {
+      status_ = Status::Internal(std::string("zstd could not compress a segment: ") +
+                                 ZSTD_getErrorName(rc));
+      return;
+    }
     object_.append(stream_->out.data(), out.pos);
   }
 }
@@ -257,9 +263,15 @@ std::string SegmentBuilder::Finish(ObjectHeader header) {
   ZSTD_inBuffer in{nullptr, 0, 0};
   for (;;) {
     ZSTD_outBuffer out{stream_->out.data(), stream_->out.size(), 0};
-    const size_t left = ZSTD_compressStream2(stream_->cctx.get(), &out, &in, ZSTD_e_end);
+    const size_t left =
+        status_.ok() ? ZSTD_compressStream2(stream_->cctx.get(), &out, &in, ZSTD_e_end) : 0;
+    if (ZSTD_isError(left)) {
+      status_ =
+          Status::Internal(std::string("zstd could not end a segment: ") + ZSTD_getErrorName(left));
+      break;
+    }
     object_.append(stream_->out.data(), out.pos);
-    if (ZSTD_isError(left) || left == 0) break;
+    if (left == 0) break;
   }
   header.kind = ObjectKind::kSegment;
   header.body_bytes = body_bytes_;

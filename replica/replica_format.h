@@ -72,8 +72,10 @@ class SegmentBuilder {
   void AddEncoded(std::string_view transactions);
   uint64_t body_bytes() const { return body_bytes_; }
   // The object: `header` (kind, body size and checksum filled in here) + the compressed body.
-  // Call once.
+  // Call once, then check status(): an object built after a compression error must not be used.
   std::string Finish(ObjectHeader header);
+  // Not ok once compression failed (zstd could not allocate); Add then does nothing.
+  const services::Status& status() const { return status_; }
 
  private:
   struct Stream;
@@ -82,6 +84,7 @@ class SegmentBuilder {
   std::unique_ptr<Stream> stream_;
   std::string object_;  // the header's room, then the compressed body so far
   uint64_t body_bytes_ = 0;
+  services::Status status_ = services::Status::Ok();
 };
 
 // A whole segment object: header + compressed body (at kDefaultZstdLevel).

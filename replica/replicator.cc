@@ -448,6 +448,7 @@ Status Replicator::DbShipper::ShipSegment(const WalRead& read) {
   h.db_pages = read.transactions.back().db_pages;
   const std::string key = SegmentKey(db_.name, generation_, 0, h.first_txid, h.last_txid, now);
   const std::string object = builder.Finish(h);
+  GW_RETURN_IF_ERROR(builder.status().WithContext("building " + key));
   Status st = client_->PutNew(key, object);
   // AlreadyExists: an earlier try of this same upload got through before its answer was lost.
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
@@ -772,7 +773,9 @@ Status Replicator::DbShipper::Compact(int level) {
   runs.clear();
   bodies.clear();
   const uint64_t builder_body_bytes = builder.body_bytes();
-  Status st = client_->PutNew(key, builder.Finish(h));
+  std::string object = builder.Finish(h);
+  GW_RETURN_IF_ERROR(builder.status().WithContext("building " + key));
+  Status st = client_->PutNew(key, std::move(object));
   if (!st.ok() && st.code() != Status::Code::kAlreadyExists) return st.WithContext("uploading " + key);
   std::vector<Pending> done(pending_[level].begin(),
                             pending_[level].begin() + static_cast<long>(merged));

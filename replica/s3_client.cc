@@ -667,6 +667,12 @@ Status S3Client::DeleteBatch(const std::vector<std::string>& full_keys, bool* un
 Status S3Client::DeleteMany(const std::vector<std::string>& keys) {
   for (const std::string& key : keys) GW_RETURN_IF_ERROR(ValidateKey(key, root_));
   const size_t batch = static_cast<size_t>(options_.delete_batch_size);
+  // Every batch is tried even after one failed, so one bad request does not leave the rest of
+  // the keys for the next retention pass; the first error is the answer.
+  Status first_error = Status::Ok();
+  auto note = [&first_error](Status st) {
+    if (first_error.ok() && !st.ok()) first_error = std::move(st);
+  };
   for (size_t start = 0; start < keys.size(); start += batch) {
     const size_t end = std::min(keys.size(), start + batch);
     if (!batch_delete_unsupported_.load()) {
@@ -674,17 +680,20 @@ Status S3Client::DeleteMany(const std::vector<std::string>& keys) {
       full.reserve(end - start);
       for (size_t i = start; i < end; ++i) full.push_back(FullKey(keys[i]));
       bool unsupported = false;
-      GW_RETURN_IF_ERROR(DeleteBatch(full, &unsupported));
-      if (!unsupported) continue;
+      Status st = DeleteBatch(full, &unsupported);
+      if (!st.ok() || !unsupported) {
+        note(std::move(st));
+        continue;
+      }
       if (!batch_delete_unsupported_.exchange(true)) {
         Log(Where() +
             ": the store answered DeleteObjects with NotImplemented; deleting one "
             "object per request from now on");
       }
     }
-    for (size_t i = start; i < end; ++i) GW_RETURN_IF_ERROR(Delete(keys[i]));
+    for (size_t i = start; i < end; ++i) note(Delete(keys[i]));
   }
-  return Status::Ok();
+  return first_error;
 }
 
 }  // namespace replica

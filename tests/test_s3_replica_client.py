@@ -292,6 +292,17 @@ def test_delete_many_reports_keys_the_store_did_not_delete(proxy: FaultProxy, pr
     assert tool("get", "kept").out == b"x"
 
 
+def test_delete_many_goes_on_after_a_failed_batch(proxy: FaultProxy, prefix: str) -> None:
+    tool = Tool(proxy.endpoint, prefix, **{"delete-batch": 2})
+    for k in ("a", "b", "c", "d"):
+        assert tool("put", k, k).code == OK
+    proxy.fail_next(1, 403)  # the first batch is refused (not a status worth retrying)
+    run = tool("delete-many", "a,b,c,d")
+    assert run.code != OK and "InjectedFault" in run.err
+    # The second batch was still sent: only the refused batch's keys are left.
+    assert [o["key"] for o in json.loads(tool("list", "").text)] == ["a", "b"]
+
+
 # --- large files --------------------------------------------------------------------------------
 
 
