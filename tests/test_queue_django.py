@@ -153,5 +153,13 @@ def test_django_tasks_through_the_gateway(
         assert any(line.startswith(f"finished {job_id} {final}") for line in signals), signals
 
     assert run.stop() == 0
+    # Every job that started was also finished with its stored outcome, those the worker had
+    # prefetched and reported without waiting included (the "prio" jobs come in one answer).
+    signals = (workers.records / "signals.txt").read_text().splitlines()
+    events = [line.split() for line in signals]
+    started = {job_id for event, job_id, *_ in events if event == "started"}
+    finished = {job_id: status for event, job_id, status, *_ in events if event == "finished"}
+    assert set(finished) == started, signals
+    assert finished[report["ordered_last"]["id"]] == "SUCCESSFUL"
     log = run.log_text()
     assert f"job={add['id']}" in log and "task=jobs.tasks.add" in log

@@ -4,14 +4,18 @@ task import, and the Django job-to-TaskResult mapping (in a Django 6 subprocess)
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from gateway_client import ProtocolError
 from gateway_client.queue import Job, enqueue_args
+from gateway_client.worker import joblog
 from gateway_client.worker.errors import (
     TaskTimeout,
     WorkerShutdown,
@@ -105,12 +109,19 @@ def test_worker_options() -> None:
     assert options.queues == ("high", "low") and options.concurrency == 3
     assert options.task_timeout == 2.5 and options.effective_heartbeat_interval == 20.0
     assert options_from_namespace({"socket": None}, socket="/t").queues == ("default",)
+    assert options.prefetch == 16
+    assert (
+        options_from_namespace(parser.parse_args(["--socket", "/s", "--prefetch", "1"])).prefetch
+        == 1
+    )
     for bad in (
         {"concurrency": 0},
         {"lease_seconds": -1},
         {"heartbeat_interval": 90},
         {"max_tasks_per_child": 0},
         {"queues": ("",)},
+        {"prefetch": 0},
+        {"prefetch": 101},
     ):
         with pytest.raises(ValueError):
             WorkerOptions(socket="/s", **bad)  # type: ignore[arg-type]
@@ -121,6 +132,32 @@ def test_worker_options() -> None:
 def test_logfmt_quotes_what_needs_it() -> None:
     assert logfmt(a="x", b=1, c=0.12345, d=None) == "a=x b=1 c=0.123"
     assert logfmt(e='say "hi"', f="", g="a=b") == 'e="say \\"hi\\"" f="" g="a=b"'
+
+
+def test_job_lines_read_the_same_written_directly_or_as_records(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    monkeypatch.setattr(joblog, "_own_handler", None)
+    monkeypatch.setattr(joblog.logger, "handlers", [])
+    monkeypatch.setattr(joblog.logger, "filters", [])
+    monkeypatch.setattr(joblog.logger, "propagate", True)
+    monkeypatch.setattr(joblog.logger, "level", joblog.logger.level)
+    monkeypatch.setattr(logging.getLogger("gateway_client"), "handlers", [])
+    joblog.configure_logging()
+    job = Job.from_map({"id": "ab" * 16, "task": "t.x", "state": "RUNNING", "queue": "a b"})
+    fields = {"state": "FAILED", "duration": 0.25, "worker_id": "w:1", "error": "a.B"}
+    joblog.log_job(job, **fields)  # written by the handler itself
+    joblog.logger.addFilter(lambda record: True)  # now only a record reaches the handler
+    joblog.log_job(job, **fields)
+    direct, via_record = stream.getvalue().splitlines()
+    assert direct.split(" ", 2)[2] == via_record.split(" ", 2)[2], (direct, via_record)
+    assert via_record.split(" ", 2)[2] == (
+        f'WARNING [{os.getpid()}] job={"ab" * 16} task=t.x queue="a b" state=FAILED '
+        "attempt=0 duration=0.250 worker=w:1 error=a.B"
+    )
+    assert len(direct.split(" ", 2)[:2]) == 2 and direct[:4].isdigit()
 
 
 def test_import_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

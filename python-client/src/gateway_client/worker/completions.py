@@ -8,7 +8,8 @@ transaction as other writes that arrive meanwhile. :class:`CompletionPipeline` r
 each request was for and handles its answer when the worker reads it (between jobs, while it
 waits for a dequeue, and before it blocks or exits):
 
-- the stored job: the worker finishes the attempt (its log line, ``task_finished``);
+- the stored job: the worker finishes the attempt (its log line, ``task_finished``; the job is
+  decoded only for the latter);
 - anything else (a lost lease, another refusal) and a connection that broke before the answer:
   the attempt is reported again on its own, synchronously, which tells a completion stored
   before the break from a lost lease and fails the job if its result cannot be stored.
@@ -27,7 +28,7 @@ from typing import Any
 
 from gateway_client.errors import ConnectionError, FrameTooLarge, ProtocolError
 from gateway_client.queue import Job
-from gateway_client.worker.dequeue import DequeueChannel
+from gateway_client.worker.dequeue import Answer, DequeueChannel
 from gateway_client.worker.joblog import logger
 from gateway_client.worker.runner import TaskCall
 
@@ -57,8 +58,8 @@ class CompletionPipeline:
     the main thread is inside a task, to settle before it ends the process).
 
     :param channel: the connection the completions are sent on.
-    :param stored: called with an attempt and the stored job's map once its completion is
-        answered with it.
+    :param stored: called with an attempt and the answer once its completion was stored (the
+        answer's body, decoded on demand, is the stored job).
     :param report: reports an attempt and its return value again, synchronously, and finishes
         it (called for every completion that was not answered with the stored job).
     """
@@ -67,7 +68,7 @@ class CompletionPipeline:
         self,
         channel: DequeueChannel,
         *,
-        stored: Callable[[Attempt, dict[str, Any]], None],
+        stored: Callable[[Attempt, Answer], None],
         report: Callable[[Attempt, Any], None],
     ) -> None:
         self.channel = channel
@@ -124,8 +125,8 @@ class CompletionPipeline:
             if entry is None:
                 continue
             attempt, value = entry
-            if answer.error is None and isinstance(answer.body, dict):
-                self._stored(attempt, answer.body)
+            if answer.error is None:
+                self._stored(attempt, answer)
             else:
                 self._report(attempt, value)
         self._report_lost()

@@ -78,11 +78,22 @@ class CompletedAndDequeued:
 
 @dataclass(slots=True)
 class Answer:
-    """The answer to a request sent with :meth:`DequeueChannel.send`: a body or an error."""
+    """The answer to a request sent with :meth:`DequeueChannel.send`.
+
+    A success keeps its response undecoded until :meth:`body` is asked for: a worker needs only
+    to know that its completion was stored, not the stored job.
+    """
 
     request_id: int
-    body: Any
     error: ServerError | None
+    payload: bytes | None  # the whole response payload of a success
+
+    def body(self) -> Any:
+        """The body of a success, decoded (None for an error).
+
+        :raises ProtocolError: if the response is not one msgpack value.
+        """
+        return None if self.payload is None else unpack_payload(self.payload)[2]
 
 
 class DequeueChannel:
@@ -215,8 +226,10 @@ class DequeueChannel:
             raise ProtocolError(f"queue.dequeue with complete answered {body!r:.200}")
         completed = body.get("completed")
         error = body.get("completion_error")
+        if (error is None) == (completed is None) or not isinstance(completed, dict | None):
+            raise ProtocolError(f"queue.dequeue with complete answered {body!r:.200}")
         return CompletedAndDequeued(
-            completed_map=completed if isinstance(completed, dict) else None,
+            completed_map=completed,
             completion_error=None
             if error is None
             else server_error_from_body(
@@ -299,11 +312,16 @@ class DequeueChannel:
             # Every payload is looked at, even after the wanted one: answers to pipelined
             # requests may have come in the same read.
             for payload in self._decoder.feed(data):
+                got_id = _success_id(payload)
+                if got_id in self._unanswered:
+                    self._unanswered.discard(got_id)
+                    self._answers.append(Answer(got_id, None, payload))
+                    continue
                 got_id, status, body = self._split(unpack_payload(payload))
                 if got_id in self._unanswered:
                     self._unanswered.discard(got_id)
                     error = server_error_from_body(status, body) if status else None
-                    self._answers.append(Answer(got_id, None if status else body, error))
+                    self._answers.append(Answer(got_id, error, None if status else payload))
                 elif got_id == request_id and request_id:
                     found, wanted = True, body
                     if status:
@@ -348,3 +366,24 @@ class DequeueChannel:
         finally:
             self.close()
         raise DequeueInterrupted()
+
+
+# How msgpack writes the id of a response: its first byte after the array header, and how many
+# bytes of big-endian integer follow it (a positive fixint is the id itself).
+_UINT_LENGTHS = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+
+
+def _success_id(payload: bytes) -> int | None:
+    """The id of a response ``[id, 0, body]``, read from its first bytes; None if it is not a
+    success (or not in the form msgpack gives it), which the caller then decodes in full."""
+    if len(payload) < 3 or payload[0] != 0x93:  # an array of 3
+        return None
+    first = payload[1]
+    if first < 0x80:
+        request_id, at = first, 2
+    else:
+        length = _UINT_LENGTHS.get(first)
+        if length is None or len(payload) < 2 + length + 1:
+            return None
+        request_id, at = int.from_bytes(payload[2 : 2 + length], "big"), 2 + length
+    return request_id if payload[at] == 0 else None  # status 0, as a positive fixint

@@ -60,7 +60,7 @@ from gateway_client.errors import (
     ShuttingDown,
     TimeoutError,
 )
-from gateway_client.queue import Job, QueueClient
+from gateway_client.queue import SUCCESSFUL, Job, QueueClient
 from gateway_client.worker.completions import Attempt, CompletionPipeline
 from gateway_client.worker.dequeue import DequeueChannel, DequeueInterrupted
 from gateway_client.worker.errors import class_path
@@ -78,8 +78,6 @@ PREFETCH_WINDOW = 0.010
 # few long jobs in a row are enough to stop prefetching.
 _RUN_TIME_WEIGHT = 0.25
 T = TypeVar("T")
-# What a report answered: the stored job, its map as the server sent it, or None (lease lost).
-Stored = Job | dict[str, Any] | None
 
 
 def default_worker_id() -> str:
@@ -104,7 +102,9 @@ class WorkerProcess:
         self.channel = DequeueChannel(options.socket, self._stop_r)
         self.completions = CompletionPipeline(
             self.channel,
-            stored=lambda attempt, stored: self._finish(attempt, stored, None),
+            stored=lambda attempt, answer: self._conclude(
+                attempt, SUCCESSFUL, lambda: Job.from_map(answer.body()), None
+            ),
             report=self._complete,
         )
         self.keeper = LeaseKeeper(
@@ -283,7 +283,8 @@ class WorkerProcess:
             return []
         error = combined.completion_error
         if error is None:
-            self._finish(attempt, combined.completed_map, None)
+            completed = combined.completed_map or {}
+            self._conclude(attempt, str(completed.get("state")), lambda: combined.completed, None)
         elif isinstance(error, LeaseLost):
             self._finish(attempt, self._after_lease_lost(job), None)
         else:
@@ -322,18 +323,29 @@ class WorkerProcess:
             stored = None
         self._finish(attempt, stored, error)
 
-    def _finish(self, attempt: Attempt, stored: Stored, error: BaseException | None) -> None:
-        """Tell the task's call the outcome, and write the job's log line."""
+    def _finish(self, attempt: Attempt, stored: Job | None, error: BaseException | None) -> None:
+        """Conclude an attempt with what its report returned (None: the lease was lost)."""
+        state = "LEASE_LOST" if stored is None else stored.state
+        self._conclude(attempt, state, lambda: stored, error)
+
+    def _conclude(
+        self,
+        attempt: Attempt,
+        state: str,
+        stored_job: Callable[[], Job | None],
+        error: BaseException | None,
+    ) -> None:
+        """Tell the task's call the outcome, and write the job's log line.
+
+        :param state: the state the report left the job in, or LEASE_LOST.
+        :param stored_job: returns the stored job; called only for a call that uses it.
+        """
         call = attempt.call
         if call is not None and call.notifies_finish:
             try:
-                call.finished(Job.from_map(stored) if isinstance(stored, dict) else stored, error)
+                call.finished(stored_job(), error)
             except Exception:
                 logger.exception("a task_finished receiver of job %s failed", attempt.job.id)
-        if stored is None:
-            state = "LEASE_LOST"
-        else:
-            state = str(stored.get("state")) if isinstance(stored, dict) else stored.state
         log_job(
             attempt.job,
             state=state,
