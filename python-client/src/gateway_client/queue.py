@@ -123,35 +123,30 @@ class Job:
         """
         if not isinstance(value, Mapping):
             raise ProtocolError(f"expected a job map, got {type(value).__name__}")
-        get = value.get
-        job_id, task, state = get("id"), get("task"), get("state")
-        if type(job_id) is not str or type(task) is not str or type(state) is not str:
-            for key in ("id", "task", "state"):
-                if not isinstance(get(key), str):
-                    raise ProtocolError(f"job map without a str {key!r}: {value!r:.200}")
-        worker_ids = get("worker_ids")
-        errors = get("errors")
+        for key in ("id", "task", "state"):
+            if not isinstance(value.get(key), str):
+                raise ProtocolError(f"job map without a str {key!r}: {value!r:.200}")
         return cls(
-            id=job_id,
-            queue=get("queue") or "default",
-            task=task,
-            args=list(get("args") or ()),
-            kwargs=dict(get("kwargs") or ()),
-            priority=int(get("priority") or 0),
-            state=state,
-            run_after=get("run_after"),
-            attempts=int(get("attempts") or 0),
-            max_attempts=int(get("max_attempts") or 1),
-            enqueued_at=get("enqueued_at"),
-            started_at=get("started_at"),
-            finished_at=get("finished_at"),
-            last_attempted_at=get("last_attempted_at"),
-            worker_ids=[str(w) for w in worker_ids] if worker_ids else [],
-            errors=[JobError.from_map(e) for e in errors] if errors else [],
-            return_value=get("return_value"),
-            unique_key=get("unique_key"),
-            lease_token=get("lease_token"),
-            lease_expires_at=get("lease_expires_at"),
+            id=value["id"],
+            queue=value.get("queue") or "default",
+            task=value["task"],
+            args=list(value.get("args") or []),
+            kwargs=dict(value.get("kwargs") or {}),
+            priority=int(value.get("priority") or 0),
+            state=value["state"],
+            run_after=value.get("run_after"),
+            attempts=int(value.get("attempts") or 0),
+            max_attempts=int(value.get("max_attempts") or 1),
+            enqueued_at=value.get("enqueued_at"),
+            started_at=value.get("started_at"),
+            finished_at=value.get("finished_at"),
+            last_attempted_at=value.get("last_attempted_at"),
+            worker_ids=[str(w) for w in value.get("worker_ids") or []],
+            errors=[JobError.from_map(e) for e in value.get("errors") or []],
+            return_value=value.get("return_value"),
+            unique_key=value.get("unique_key"),
+            lease_token=value.get("lease_token"),
+            lease_expires_at=value.get("lease_expires_at"),
             raw=dict(value),
         )
 
