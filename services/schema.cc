@@ -30,9 +30,29 @@ constexpr const char kCacheEntries[] =
     // default policy pays for no index it does not use.)
     "CREATE INDEX cache_entries_expiry ON cache_entries(expires_at) WHERE expires_at IS NOT NULL;";
 
+// Version 3: the same columns with `value` last. SQLite stores a row's columns in order, and a
+// large value spills into overflow pages: with `value` before them, reading `expires_at` or
+// `size` (every set looks the old entry up) walked the whole overflow chain of the value.
+constexpr const char kCacheValueLast[] =
+    "ALTER TABLE cache_entries RENAME TO cache_entries_v2;"
+    "CREATE TABLE cache_entries ("
+    "  id INTEGER PRIMARY KEY,"
+    "  key BLOB NOT NULL UNIQUE,"
+    "  long_key BLOB,"
+    "  expires_at INTEGER,"
+    "  accessed_at INTEGER,"
+    "  size INTEGER NOT NULL,"
+    "  value BLOB NOT NULL"
+    ");"
+    "INSERT INTO cache_entries(id, key, long_key, expires_at, accessed_at, size, value) "
+    "  SELECT id, key, long_key, expires_at, accessed_at, size, value FROM cache_entries_v2;"
+    "DROP TABLE cache_entries_v2;"
+    "CREATE INDEX cache_entries_expiry ON cache_entries(expires_at) WHERE expires_at IS NOT NULL;";
+
 constexpr Migration kCacheMigrations[] = {
     {1, kMetaTable},
     {2, kCacheEntries},
+    {3, kCacheValueLast},
 };
 
 // Version 2 of the queue: jobs, one row per attempt, paused queues, recurring-schedule slots.

@@ -39,6 +39,33 @@ TEST(MigrateTest, OlderDatabaseMovesForward) {
   EXPECT_EQ(*db->QueryInt("PRAGMA user_version"), 2);
 }
 
+TEST(MigrateTest, CacheVersion2EntriesKeepEverythingWithTheValueLast) {
+  TempDir dir;
+  auto db = OpenDb(dir.File("c.db"));
+  ASSERT_TRUE(Migrate(db.get(), "cache", CacheMigrations().first(2)).ok());
+  ASSERT_TRUE(db->Exec("INSERT INTO cache_entries(id, key, long_key, value, expires_at, "
+                       "accessed_at, size) VALUES (5, x'61', NULL, zeroblob(100000), 123, 4, "
+                       "100050), (9, x'00ff', x'6c6f6e67', 'text', NULL, NULL, 60)")
+                  .ok());
+  ASSERT_TRUE(Migrate(db.get(), "cache", CacheMigrations()).ok());
+  EXPECT_EQ(*db->QueryInt("PRAGMA user_version"), 3);
+  EXPECT_EQ(
+      *db->QueryText("SELECT group_concat(name, ',') FROM pragma_table_info('cache_entries')"),
+      "id,key,long_key,expires_at,accessed_at,size,value");
+  EXPECT_EQ(*db->QueryText("SELECT group_concat(id || ':' || hex(key) || ':' || "
+                           "hex(long_key) || ':' || length(value) || ':' || "
+                           "typeof(value) || ':' || coalesce(expires_at, '-') || ':' || "
+                           "coalesce(accessed_at, '-') || ':' || size, ' ') FROM "
+                           "(SELECT * FROM cache_entries ORDER BY id)"),
+            "5:61::100000:blob:123:4:100050 9:00FF:6C6F6E67:4:text:-:-:60");
+  // The expiry index and the key's uniqueness came along; the old table is gone.
+  EXPECT_EQ(*db->QueryInt("SELECT count(*) FROM sqlite_schema WHERE name = "
+                          "'cache_entries_expiry' AND tbl_name = 'cache_entries'"),
+            1);
+  EXPECT_EQ(*db->QueryInt("SELECT count(*) FROM sqlite_schema WHERE tbl_name LIKE '%v2%'"), 0);
+  EXPECT_FALSE(db->Exec("INSERT INTO cache_entries(key, value, size) VALUES (x'61', 1, 1)").ok());
+}
+
 TEST(MigrateTest, RefusesNewerWrongRoleAndForeignDatabases) {
   TempDir dir;
   auto db = OpenDb(dir.File("c.db"));

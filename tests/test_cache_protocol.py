@@ -362,16 +362,16 @@ def test_cache_file_layout(client: Client, gateway: GatewayProcess) -> None:
     path = client.stats()["databases"]["cache"]["path"]
     assert path == str(gateway.db_path("cache"))
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
         columns = [row[1] for row in db.execute("PRAGMA table_info(cache_entries)")]
         assert columns == [
             "id",
             "key",
             "long_key",
-            "value",
             "expires_at",
             "accessed_at",
             "size",
+            "value",
         ]
 
         def row(key: bytes, long: bytes | None) -> tuple[Any, ...]:

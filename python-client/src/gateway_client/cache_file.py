@@ -36,8 +36,11 @@ __all__ = [
     "stored_key",
 ]
 
-#: The ``PRAGMA user_version`` of the schema this module reads.
-SCHEMA_VERSION = 2
+#: The ``PRAGMA user_version`` of the newest schema this module reads.
+SCHEMA_VERSION = 3
+# Version 2 has the same columns in another order (``value`` before ``expires_at``); the queries
+# name their columns, so it reads the same.
+_READABLE_VERSIONS = (2, 3)
 #: Keys longer than this are stored as ``x'00' || sha256(key)`` with the whole key beside it.
 LONG_KEY_BYTES = 250
 #: Returned by :meth:`CacheFileReader.get` when there is no live entry.
@@ -201,10 +204,10 @@ class CacheFileReader:
             raise CacheFileUnavailable(f"cannot open {self.path} read-only: {e}") from e
         try:
             version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
+            if version not in _READABLE_VERSIONS:
                 raise CacheFileUnavailable(
                     f"{self.path} has schema version {version}; this client reads "
-                    f"version {SCHEMA_VERSION}"
+                    f"versions {', '.join(map(str, _READABLE_VERSIONS))}: upgrade gateway-client"
                 )
             # Compiles the statements once, which checks the table and columns exist.
             connection.execute(_GET_SQL, (b"", None, 0)).fetchone()
