@@ -86,6 +86,17 @@ Status Statement::BindBlob(int index, std::string_view bytes) {
   return SqliteStatus(sqlite3_bind_blob64(stmt_, index, data, bytes.size(), SQLITE_TRANSIENT), db_,
                       "bind");
 }
+Status Statement::BindTextRef(int index, std::string_view value) {
+  return SqliteStatus(
+      sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_STATIC, SQLITE_UTF8),
+      db_, "bind");
+}
+Status Statement::BindBlobRef(int index, std::string_view bytes) {
+  static const char kEmpty = 0;
+  const void* data = bytes.empty() ? &kEmpty : bytes.data();
+  return SqliteStatus(sqlite3_bind_blob64(stmt_, index, data, bytes.size(), SQLITE_STATIC), db_,
+                      "bind");
+}
 Status Statement::BindNull(int index) {
   return SqliteStatus(sqlite3_bind_null(stmt_, index), db_, "bind");
 }

@@ -35,6 +35,10 @@ class Statement {
   Status BindDouble(int index, double value);
   Status BindText(int index, std::string_view value);
   Status BindBlob(int index, std::string_view bytes);
+  // Bind without a copy: the bytes must stay valid and unchanged until the statement is reset
+  // (Reset clears every binding) or finalized.
+  Status BindTextRef(int index, std::string_view value);
+  Status BindBlobRef(int index, std::string_view bytes);
   Status BindNull(int index);
 
   // Advances one row. Returns true when a row is available, false when the statement is done.

@@ -18,14 +18,16 @@ Status BindKey(Statement* stmt, int key_index, int long_key_index, const StoredK
                       : stmt->BindNull(long_key_index);
 }
 
-Status BindValue(Statement* stmt, int index, const CacheValue& v) {
+// Binds `v` without copying it (a value may be megabytes): `v` must outlive the statement's run,
+// and the caller resets the statement (which clears its bindings) afterwards.
+Status BindValueRef(Statement* stmt, int index, const CacheValue& v) {
   switch (v.kind) {
     case CacheValue::Kind::kInt:
       return stmt->BindInt(index, v.integer);
     case CacheValue::Kind::kText:
-      return stmt->BindText(index, v.bytes);
+      return stmt->BindTextRef(index, v.bytes);
     case CacheValue::Kind::kBytes:
-      return stmt->BindBlob(index, v.bytes);
+      return stmt->BindBlobRef(index, v.bytes);
   }
   return Status::Internal("unknown value kind");
 }
@@ -469,19 +471,23 @@ Status CacheWriter::Put(const StoredKey& key, const CacheValue& value, const Exp
     update_.Reset();
     GW_RETURN_IF_ERROR(update_.BindInt(1, old->id));
     GW_RETURN_IF_ERROR(key.long_key ? update_.BindBlob(2, *key.long_key) : update_.BindNull(2));
-    GW_RETURN_IF_ERROR(BindValue(&update_, 3, value));
+    GW_RETURN_IF_ERROR(BindValueRef(&update_, 3, value));
     GW_RETURN_IF_ERROR(BindExpiry(&update_, 4, expiry));
     GW_RETURN_IF_ERROR(update_.BindInt(5, now));
     GW_RETURN_IF_ERROR(update_.BindInt(6, size));
-    GW_RETURN_IF_ERROR(update_.Run());
+    const Status st = update_.Run();
+    update_.Reset();  // clears the bindings: the value's bytes belong to the caller
+    GW_RETURN_IF_ERROR(st);
   } else {
     put_.Reset();
     GW_RETURN_IF_ERROR(BindKey(&put_, 1, 2, key));
-    GW_RETURN_IF_ERROR(BindValue(&put_, 3, value));
+    GW_RETURN_IF_ERROR(BindValueRef(&put_, 3, value));
     GW_RETURN_IF_ERROR(BindExpiry(&put_, 4, expiry));
     GW_RETURN_IF_ERROR(put_.BindInt(5, now));
     GW_RETURN_IF_ERROR(put_.BindInt(6, size));
-    GW_RETURN_IF_ERROR(put_.Run());
+    const Status st = put_.Run();
+    put_.Reset();
+    GW_RETURN_IF_ERROR(st);
   }
   ++entries_;
   bytes_ += size;
