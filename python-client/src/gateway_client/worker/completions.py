@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway_client.errors import ConnectionError, FrameTooLarge, ProtocolError
+from gateway_client.errors import ConnectionError, FrameTooLarge, GatewayError
 from gateway_client.queue import Job
 from gateway_client.worker.dequeue import Answer, DequeueChannel
 from gateway_client.worker.joblog import logger
@@ -117,8 +117,15 @@ class CompletionPipeline:
     def _handle(self, timeout: float) -> None:
         try:
             answers = self.channel.answers(timeout)
-        except (ConnectionError, ProtocolError) as e:  # TimeoutError is a ConnectionError
-            logger.warning("lost the answers of %d completions: %s", len(self._in_flight), e)
+        except GatewayError as e:
+            # A broken connection or timeout, a reply out of protocol, or an error the server
+            # sends with id 0 before it closes (too_many_connections): the channel is closed and
+            # the completions unanswered are lost, to be reported again below.
+            logger.warning(
+                "lost the answers of %d completions (%s); reporting them again one by one",
+                len(self._in_flight),
+                e,
+            )
             answers = self.channel.answers(0.0)  # those read before the connection broke
         for answer in answers:
             entry = self._in_flight.pop(answer.request_id, None)
