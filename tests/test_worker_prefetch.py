@@ -234,3 +234,27 @@ def test_a_held_job_cancelled_before_it_starts_never_runs(
     assert queue.get(cancelled.id).state == CANCELLED
     assert run.children() == [pid], "the process went on"
     assert run.stop() == 0
+
+
+def test_sigterm_while_the_gateway_restarts_runs_held_jobs_instead_of_failing_them(
+    gateway: GatewayProcess, queue: QueueClient, workers: WorkerPool, tmp_path: Path
+) -> None:
+    # A deploy often stops the gateway and its workers together. The worker cannot give its
+    # held jobs back while the gateway is away; once a new one runs, every job still handed out
+    # counts as started, so a job left to its lease would fail (attempts used up) unrun.
+    release = tmp_path / "release"
+    run, blocking, held = start_holding(
+        queue, workers, "restart", release, 3, "--lease-seconds", "4"
+    )
+    gateway.stop()
+    run.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    wait_until(lambda: "give back" in run.log_text(), 5, message=run.log_text())
+    gateway.start()
+    queue.close()
+    release.touch()
+    done = wait_finished(queue, [blocking.id, *(j.id for j in held)], timeout=20)
+    for job in done:
+        assert job.state == SUCCESSFUL and job.errors == [], (job, run.log_text())
+    counts = workers.counts()
+    assert [counts[j.id] for j in held] == [1, 1, 1], "each held job ran once"
+    assert run.stop(timeout=10) == 0

@@ -55,6 +55,7 @@ from gateway_client.errors import (
     InvalidState,
     LeaseLost,
     ServerError,
+    ShuttingDown,
     UnknownOp,
 )
 from gateway_client.queue import FAILED, Job, QueueClient
@@ -284,15 +285,22 @@ class LeaseKeeper(threading.Thread):
 
         A job the gateway counts as started (the first of an answer, or any after a restart;
         also every job if the gateway cannot take jobs back) stays held, marked ``must_run``.
-        One whose release fails otherwise is dropped all the same: when its lease ends, a job
-        that had not started goes back to the queue as it was.
+        While the gateway is away the releases are retried for up to a lease (this thread, and
+        the main thread if it called, wait meanwhile). One whose release fails otherwise is
+        dropped all the same: when its lease ends, a job that had not started goes back to the
+        queue as it was.
         """
         released = 0
+        # A gateway that is away (restarting, say) is waited for up to a lease: once it is back
+        # it counts every job still handed out as started, so a job left to its lease would be a
+        # failed attempt that never ran, while one found started now is still run (or failed
+        # and re-queued). Sending a release again is safe: one already applied is lease_lost.
+        give_up_at = time.monotonic() + self.lease_seconds
         for lease in list(self._held.values()):
             if lease.must_run:
                 continue
             try:
-                self.queue.release(lease.job.id, lease.token)
+                self._release(lease, give_up_at)
                 released += 1
             except (InvalidState, UnknownOp):
                 lease.must_run = True
@@ -301,10 +309,42 @@ class LeaseKeeper(threading.Thread):
                 self._drop(lease, "LEASE_LOST")  # cancelled meanwhile, or its lease ended
                 continue
             except GatewayError as e:
-                logger.error("could not give back job %s (%s); its lease will end", lease.job.id, e)
+                logger.error(
+                    "could not give back job %s (%s); it goes back to the queue when its lease "
+                    "ends (as a failed attempt if the gateway restarted meanwhile)",
+                    lease.job.id,
+                    e,
+                )
             self._drop(lease, None)
         if released:
             logger.info("gave back %d prefetched jobs", released)
+
+    def _release(self, lease: _Lease, give_up_at: float) -> None:
+        """``queue.release`` of a held job, retried while the gateway is away until ``give_up_at``.
+
+        :raises GatewayError: as :meth:`QueueClient.release`, the gateway's absence included
+            once ``give_up_at`` has passed.
+        """
+        delay = 0.05
+        warned = False
+        while True:
+            try:
+                self.queue.release(lease.job.id, lease.token)
+                return
+            except (ConnectionError, ShuttingDown) as e:
+                remaining = give_up_at - time.monotonic()
+                if remaining <= 0:
+                    raise
+                if not warned:
+                    warned = True
+                    logger.warning(
+                        "cannot give back job %s yet (%s); trying again for up to %.0f s",
+                        lease.job.id,
+                        e,
+                        remaining,
+                    )
+            time.sleep(min(delay, max(remaining, 0.0)))
+            delay = min(delay * 2, 2.0)
 
     def _end_job(self, running: _Lease, reason: str) -> NoReturn:
         """End the job on behalf of the main thread, log its line, and end the process."""
