@@ -259,3 +259,22 @@ def test_job_to_task_result_mapping(tz: str) -> None:
     assert out["started_at"].endswith("+00:00") == (tz == "tz")
     assert out["error_class"] == "LeaseExpired"
     assert out["task"] == "queue_tasks.add", "a plain function is wrapped in a Task"
+
+
+def test_job_lines_written_directly_format_their_time_under_the_handler_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The formatter caches each second's text; the keeper thread writes job lines too, so the
+    # cache is read and updated only under the handler's lock, as for a record.
+    handler = joblog._LineHandler()
+    handler.setStream(io.StringIO())
+    owned: list[bool] = []
+    timestamp = handler.line_formatter.timestamp
+
+    def checked(created: float, msecs: int) -> str:
+        owned.append(handler.lock._is_owned())  # type: ignore[union-attr]
+        return timestamp(created, msecs)
+
+    monkeypatch.setattr(handler.line_formatter, "timestamp", checked)
+    assert handler.write_line(logging.INFO, "job=x")
+    assert owned == [True]

@@ -137,11 +137,13 @@ class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
         """Write ``message`` as a record of ``level`` made now would be; False if that failed
         (the caller then logs it as a record, which reports the error the usual way)."""
         now_ns = time.time_ns()
-        stamp = self.line_formatter.timestamp(now_ns / 1e9, now_ns // 1_000_000 % 1000)
-        text = f"{stamp} {logging.getLevelName(level)} [{os.getpid()}] {message}{self.terminator}"
+        tail = f" {logging.getLevelName(level)} [{os.getpid()}] {message}{self.terminator}"
         try:
             with self.lock:  # type: ignore[union-attr]  # as Handler.handle() takes it
-                self.stream.write(text)
+                # Under the lock: the formatter's cache of the second's text is shared with
+                # the lease keeper's lines.
+                stamp = self.line_formatter.timestamp(now_ns / 1e9, now_ns // 1_000_000 % 1000)
+                self.stream.write(stamp + tail)
                 self.stream.flush()
         except Exception:
             return False
