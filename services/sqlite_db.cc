@@ -75,27 +75,25 @@ Status Statement::BindDouble(int index, double value) {
   return SqliteStatus(sqlite3_bind_double(stmt_, index, value), db_, "bind");
 }
 Status Statement::BindText(int index, std::string_view value) {
-  return SqliteStatus(
-      sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_TRANSIENT, SQLITE_UTF8),
-      db_, "bind");
+  return BindTextOrBlob(index, value, /*text=*/true, /*copy=*/true);
 }
 Status Statement::BindBlob(int index, std::string_view bytes) {
-  // A zero-length blob must still be a blob, not NULL, so never pass a null pointer.
-  static const char kEmpty = 0;
-  const void* data = bytes.empty() ? &kEmpty : bytes.data();
-  return SqliteStatus(sqlite3_bind_blob64(stmt_, index, data, bytes.size(), SQLITE_TRANSIENT), db_,
-                      "bind");
+  return BindTextOrBlob(index, bytes, /*text=*/false, /*copy=*/true);
 }
 Status Statement::BindTextRef(int index, std::string_view value) {
-  return SqliteStatus(
-      sqlite3_bind_text64(stmt_, index, value.data(), value.size(), SQLITE_STATIC, SQLITE_UTF8),
-      db_, "bind");
+  return BindTextOrBlob(index, value, /*text=*/true, /*copy=*/false);
 }
 Status Statement::BindBlobRef(int index, std::string_view bytes) {
+  return BindTextOrBlob(index, bytes, /*text=*/false, /*copy=*/false);
+}
+Status Statement::BindTextOrBlob(int index, std::string_view bytes, bool text, bool copy) {
+  // A zero-length blob must still be a blob, not NULL, so never pass a null pointer.
   static const char kEmpty = 0;
-  const void* data = bytes.empty() ? &kEmpty : bytes.data();
-  return SqliteStatus(sqlite3_bind_blob64(stmt_, index, data, bytes.size(), SQLITE_STATIC), db_,
-                      "bind");
+  const char* data = bytes.empty() ? &kEmpty : bytes.data();
+  const sqlite3_destructor_type lifetime = copy ? SQLITE_TRANSIENT : SQLITE_STATIC;
+  const int rc = text ? sqlite3_bind_text64(stmt_, index, data, bytes.size(), lifetime, SQLITE_UTF8)
+                      : sqlite3_bind_blob64(stmt_, index, data, bytes.size(), lifetime);
+  return SqliteStatus(rc, db_, "bind");
 }
 Status Statement::BindNull(int index) {
   return SqliteStatus(sqlite3_bind_null(stmt_, index), db_, "bind");

@@ -62,6 +62,7 @@ class Statement {
  private:
   friend class SqliteDb;
   Statement(sqlite3* db, sqlite3_stmt* stmt) : db_(db), stmt_(stmt) {}
+  Status BindTextOrBlob(int index, std::string_view bytes, bool text, bool copy);
 
   sqlite3* db_ = nullptr;
   sqlite3_stmt* stmt_ = nullptr;
