@@ -152,6 +152,13 @@ class WorkerProcess:
                     self.completions.settle()  # every answer is read before a long wait
                     self._take(self._next_jobs())
             self.completions.settle()
+        except BaseException:
+            # An unexpected error ends the process: give the held jobs back now rather than
+            # leave them to their leases (which would count them as failed attempts after a
+            # gateway restart).
+            with contextlib.suppress(Exception):
+                self.keeper.give_back_held()
+            raise
         finally:
             self.keeper.close()
             self.channel.close()
