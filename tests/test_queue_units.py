@@ -109,7 +109,7 @@ def test_worker_options() -> None:
     assert options.queues == ("high", "low") and options.concurrency == 3
     assert options.task_timeout == 2.5 and options.effective_heartbeat_interval == 20.0
     assert options_from_namespace({"socket": None}, socket="/t").queues == ("default",)
-    assert options.prefetch == 16
+    assert options.prefetch == 64
     assert (
         options_from_namespace(parser.parse_args(["--socket", "/s", "--prefetch", "1"])).prefetch
         == 1

@@ -19,7 +19,7 @@ __all__ = ["WorkerOptions", "add_arguments", "options_from_namespace"]
 # stop request is never held up for long by a gateway that lets a waiting dequeue run out.
 DEFAULT_WAIT_MS = 10_000
 # Jobs one dequeue may hand a process at most; it asks for fewer when its jobs take long.
-DEFAULT_PREFETCH = 16
+DEFAULT_PREFETCH = 64
 T = TypeVar("T")
 
 
