@@ -59,21 +59,29 @@ class Plan:
     idle_s: float  # the idle CPU window
     warmup_jobs: int  # stamp jobs before anything is measured
     drain_limit_s: float  # a drain is cut (and says so) after this long
+    noop_rounds: int  # no-op drains per peer, the fastest kept, while each takes < REPEAT_UNDER_S
     description: str
 
 
 PLANS = {
-    "default": Plan(20_000, 2_000, 300, 40.0, 0.05, 5.0, 20, 420.0, ""),
-    "quick": Plan(1_000, 200, 50, 8.0, 0.05, 2.0, 8, 60.0, ""),
-    "smoke": Plan(200, 20, 10, 3.0, 0.05, 0.5, 3, 30.0, ""),
+    "default": Plan(20_000, 2_000, 300, 40.0, 0.05, 5.0, 20, 420.0, 3, ""),
+    "quick": Plan(1_000, 200, 50, 8.0, 0.05, 2.0, 8, 60.0, 2, ""),
+    "smoke": Plan(200, 20, 10, 3.0, 0.05, 0.5, 3, 30.0, 1, ""),
 }
+
+#: A no-op drain is repeated only while it takes less than this: other work on the machine only
+#: ever slows a drain down, so the fastest of a few is the least disturbed, and repeating costs
+#: little for the fast peers whose ratio decides the goal (the slow ones would take minutes).
+REPEAT_UNDER_S = 10.0
 
 
 def describe(plan: Plan) -> str:
     return (
         f"{plan.noop_jobs:,} no-op jobs and {plan.nap_jobs:,} jobs of 10 ms, 4 workers; up to "
         f"{plan.pickups} pickups or {plan.pickup_seconds:.0f} s per peer; idle CPU over "
-        f"{plan.idle_s:.0f} s; a drain is cut after {plan.drain_limit_s:.0f} s"
+        f"{plan.idle_s:.0f} s; a drain is cut after {plan.drain_limit_s:.0f} s; the fastest of "
+        f"up to {plan.noop_rounds} no-op drains per peer (repeated while one takes under "
+        f"{REPEAT_UNDER_S:.0f} s)"
     )
 
 
@@ -258,8 +266,13 @@ def measure(peer: QueuePeer, reports: Reports, plan: Plan, workdir: Path) -> dic
             f"({len(latencies)} pickups); enqueueing {plan.noop_jobs:,} no-op jobs"
         )
 
-        figures["noop"] = drain(peer, group, reports, "noop", plan.noop_jobs, plan)
-        log(f"  {peer.name}: {progress(figures['noop'])}")
+        rounds = [drain(peer, group, reports, "noop", plan.noop_jobs, plan)]
+        log(f"  {peer.name}: {progress(rounds[-1])}")
+        while len(rounds) < plan.noop_rounds and rounds[-1]["seconds"] < REPEAT_UNDER_S:
+            rounds.append(drain(peer, group, reports, "noop", plan.noop_jobs, plan))
+            log(f"  {peer.name}: {progress(rounds[-1])} (round {len(rounds)})")
+        figures["noop"] = max(rounds, key=lambda r: r["jobs_per_s"] or 0)
+        figures["noop"]["rounds_jobs_per_s"] = [r["jobs_per_s"] for r in rounds]
         figures["nap"] = drain(peer, group, reports, "nap", plan.nap_jobs, plan)
         log(f"  {peer.name}: {progress(figures['nap'])} (10 ms jobs)")
         if not group.alive():
