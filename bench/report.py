@@ -190,6 +190,7 @@ def machine_facts(
                 "redis",
                 "hiredis",
                 "pymemcache",
+                "diskcache",
                 "msgpack",
                 "gateway-client",
             )
