@@ -739,9 +739,15 @@ void JobQueue::Cancel(const std::string& id, Callback<Job> done) {
   const int64_t now = NowMs();
   const bool running = before == Phase::kRunning;
   const int64_t attempt = a.job.attempts;
+  // A prefetched job its holder has not started had no attempt: its count, worker and times go
+  // back to what they were, and no attempt record is written.
+  std::shared_ptr<const Job> unstarted;
+  if (running && !Started(a)) unstarted = std::make_shared<const Job>(*a.before_claim);
   Write(
       [=](SqliteDb* db) {
-        if (running) {
+        if (unstarted) {
+          GW_RETURN_IF_ERROR(UndoAttempt(db, *unstarted));
+        } else if (running) {
           GW_RETURN_IF_ERROR(
               services::queue::FinishAttempt(db, id, attempt, now, "cancelled", "", ""));
         }

@@ -296,6 +296,24 @@ TEST_F(QueueTest, ReleaseGivesBackOnlyJobsThatHaveNotStarted) {
   EXPECT_EQ(again[0].attempts, 1);
 }
 
+TEST_F(QueueTest, ACancelledPrefetchedJobThatNeverStartedHasNoAttempt) {
+  Enqueue("a");
+  Enqueue("b");
+  std::vector<Job> held = Dequeue(2);
+  ASSERT_EQ(held.size(), 2u);
+  Result<Job> cancelled = Call<Job>([&](auto cb) { queue_->Cancel(held[1].id, cb); });
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status().ToString();
+  EXPECT_EQ(cancelled->state, JobState::kCancelled);
+  EXPECT_EQ(cancelled->attempts, 0);
+  EXPECT_TRUE(cancelled->history.empty());
+  EXPECT_FALSE(cancelled->started_at_ms.has_value());
+  // The first job of the answer had started: its cancellation ends an attempt.
+  Result<Job> first = Call<Job>([&](auto cb) { queue_->Cancel(held[0].id, cb); });
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ(first->history.size(), 1u);
+  EXPECT_EQ(first->history[0].outcome, "cancelled");
+}
+
 TEST_F(QueueTest, AfterARestartEveryHandedOutJobCountsAsStarted) {
   Enqueue("a");
   Enqueue("b");
