@@ -107,9 +107,10 @@ Status CacheWriter::Prepare() {
     Statement* stmt;
     const char* sql;
   } const statements[] = {
-      // Not the value: a large one spills into overflow pages, and a set only needs the rest.
+      // Without the value: a large one spills into overflow pages, and a set needs only the rest.
       {&lookup_, "SELECT id, long_key, expires_at, size FROM cache_entries WHERE key = ?1"},
-      {&value_, "SELECT value FROM cache_entries WHERE id = ?1"},
+      {&lookup_value_,
+       "SELECT id, long_key, expires_at, size, value FROM cache_entries WHERE key = ?1"},
       // Under least-recently-stored, REPLACE removes any row under the key and inserts a new one
       // with the highest id, so id order is store order, with no extra index. The other policies
       // do not need that order: a set of an existing key updates its row where it is (update_),
@@ -416,45 +417,37 @@ void CacheWriter::ApplyInTransaction(WriteTransaction txn,
 }
 
 Result<CacheWriter::Row> CacheWriter::Lookup(const StoredKey& key, int64_t now, CacheValue* value) {
+  Statement& stmt = value != nullptr ? lookup_value_ : lookup_;
   Row row;
-  lookup_.Reset();
-  GW_RETURN_IF_ERROR(lookup_.BindBlob(1, key.key));
-  Result<bool> found = lookup_.Step();
+  stmt.Reset();
+  GW_RETURN_IF_ERROR(stmt.BindBlob(1, key.key));
+  Result<bool> found = stmt.Step();
   if (!found.ok()) return found.status();
   if (*found) {
     row.exists = true;
-    row.id = lookup_.ColumnInt(0);
-    row.size = lookup_.ColumnInt(3);
-    if (!lookup_.ColumnIsNull(2)) row.expiry.at_ms = lookup_.ColumnInt(2);
+    row.id = stmt.ColumnInt(0);
+    row.size = stmt.ColumnInt(3);
+    if (!stmt.ColumnIsNull(2)) row.expiry.at_ms = stmt.ColumnInt(2);
     const bool same_key = key.long_key
-                              ? !lookup_.ColumnIsNull(1) && lookup_.ColumnBlob(1) == *key.long_key
-                              : lookup_.ColumnIsNull(1);
+                              ? !stmt.ColumnIsNull(1) && stmt.ColumnBlob(1) == *key.long_key
+                              : stmt.ColumnIsNull(1);
     row.live = same_key && !row.expiry.expired(now);
+    if (row.live && value != nullptr) {
+      switch (stmt.ColumnType(4)) {
+        case SQLITE_INTEGER:
+          *value = CacheValue::Int(stmt.ColumnInt(4));
+          break;
+        case SQLITE_TEXT:
+          *value = CacheValue::Text(stmt.ColumnText(4));
+          break;
+        default:
+          *value = CacheValue::Bytes(stmt.ColumnBlob(4));
+          break;
+      }
+    }
   }
-  lookup_.Reset();
-  if (row.live && value != nullptr) GW_RETURN_IF_ERROR(ReadValue(row.id, value));
+  stmt.Reset();
   return row;
-}
-
-Status CacheWriter::ReadValue(int64_t id, CacheValue* value) {
-  value_.Reset();
-  GW_RETURN_IF_ERROR(value_.BindInt(1, id));
-  Result<bool> found = value_.Step();
-  if (!found.ok()) return found.status();
-  if (!*found) return Status::Internal("cache entry " + std::to_string(id) + " vanished");
-  switch (value_.ColumnType(0)) {
-    case SQLITE_INTEGER:
-      *value = CacheValue::Int(value_.ColumnInt(0));
-      break;
-    case SQLITE_TEXT:
-      *value = CacheValue::Text(value_.ColumnText(0));
-      break;
-    default:
-      *value = CacheValue::Bytes(value_.ColumnBlob(0));
-      break;
-  }
-  value_.Reset();
-  return Status::Ok();
 }
 
 Status CacheWriter::Put(const StoredKey& key, const CacheValue& value, const Expiry& expiry,

@@ -163,7 +163,6 @@ class CacheWriter {
   Result<CacheWriteResult> Apply(const CacheWrite& w, int64_t now);
   // The row under `key`, and its value into `value` (when given and the entry is live).
   Result<Row> Lookup(const StoredKey& key, int64_t now, CacheValue* value);
-  Status ReadValue(int64_t id, CacheValue* value);
   Status Put(const StoredKey& key, const CacheValue& value, const Expiry& expiry, int64_t now);
   Status RemoveRow(const Row& row);
   // Deletes with a statement that RETURNs size; returns rows removed.
@@ -205,8 +204,8 @@ class CacheWriter {
   std::unique_ptr<SqliteDb> db_;
   int64_t busy_timeout_ms_ = 5000;
   int64_t wal_frames_ = 0;  // frames in the WAL after the last commit (sqlite3_wal_hook)
-  Statement lookup_, value_, put_, update_, delete_id_, set_expiry_, set_value_, clear_prefix_,
-      clear_all_;
+  Statement lookup_, lookup_value_, put_, update_, delete_id_, set_expiry_, set_value_,
+      clear_prefix_, clear_all_;
   Statement evict_, sweep_, touch_access_, page_count_, freelist_count_;
   int64_t page_size_ = 4096;
   int64_t entries_ = 0;
