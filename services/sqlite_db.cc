@@ -4,8 +4,9 @@
 
 #include <cerrno>
 #include <cstring>
-
 #include <utility>
+
+#include "services/wal_batching_vfs.h"
 
 namespace services {
 
@@ -153,7 +154,9 @@ Result<std::unique_ptr<SqliteDb>> SqliteDb::Open(const std::string& path, Mode m
       break;
   }
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  // Every connection of the gateway batches its WAL writes (wal_batching_vfs.h); the files are
+  // the same to every other process, which opens them with SQLite's default VFS.
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, WalBatchingVfsName());
   if (rc != SQLITE_OK) {
     Status st = SqliteStatus(rc, db, "open " + path);
     sqlite3_close_v2(db);
