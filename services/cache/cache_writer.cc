@@ -69,6 +69,13 @@ Result<std::unique_ptr<CacheWriter>> CacheWriter::Start(const std::string& path,
   GW_RETURN_IF_ERROR(w->Prepare().WithContext("cache writer"));
   // After the tuning: its wal_autocheckpoint = 0 cleared the hook this replaces.
   sqlite3_wal_hook(w->db_->raw(), OnWalCommit, w.get());
+  if (options.restart_wal_bytes > 0) {
+    db = SqliteDb::Open(path, SqliteDb::Mode::kReadWrite);
+    if (!db.ok()) return db.status().WithContext("cache writer's checkpoint connection");
+    w->checkpoint_db_ = std::move(*db);
+    GW_RETURN_IF_ERROR(ApplyTuning(w->checkpoint_db_.get(), tuning)
+                           .WithContext("cache writer's checkpoint connection"));
+  }
   w->thread_ = std::thread([raw = w.get()] { raw->Run(); });
   return w;
 }
@@ -239,7 +246,7 @@ void CacheWriter::Run() {
       std::swap(budget_pass, budget_pass_);
       std::swap(restart_wal, restart_wal_);
     }
-    std::unique_lock<std::mutex> db_lock(db_mu_);
+    std::unique_lock<std::mutex> db_lock = LockDbForWriterThread();
     if (!batch.empty()) {
       const size_t applied = batch.size();
       ApplyBatch(&batch);
@@ -261,7 +268,14 @@ void CacheWriter::Run() {
       }
     }
     if (recheck_sweep) next_sweep = NextSweep();
-    if (restart_wal) MaybeRestartWal();
+    if (restart_wal && WalNeedsRestart()) {
+      // The copy and its two fsyncs take milliseconds to tens of them: done first without
+      // db_mu_, the loop thread goes on committing sets meanwhile.
+      db_lock.unlock();
+      PrecopyWal();
+      db_lock = LockDbForWriterThread();
+      MaybeRestartWal();
+    }
     if (flush_accesses) {
       std::vector<std::pair<std::string, int64_t>> accesses;
       {
@@ -278,6 +292,15 @@ void CacheWriter::Run() {
   }
 }
 
+std::unique_lock<std::mutex> CacheWriter::LockDbForWriterThread() {
+  // A loop thread that is never idle would otherwise take db_mu_ back each turn before this
+  // thread wakes up to it, and sweeps and WAL restarts would wait indefinitely.
+  writer_waiting_.store(true);
+  std::unique_lock<std::mutex> db_lock(db_mu_);
+  writer_waiting_.store(false);
+  return db_lock;
+}
+
 std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
     const std::vector<CacheWrite>& writes) {
   // Only bounded work on the caller's thread (the event loop, serving every client): a clear can
@@ -292,6 +315,7 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
   for (const CacheWrite& w : writes) {
     if (w.items.size() > kMaxKeysNow || w.keys.size() > kMaxKeysNow) return std::nullopt;
   }
+  if (writer_waiting_.load()) return std::nullopt;  // its turn: these go in its queue
   std::unique_lock<std::mutex> db_lock(db_mu_, std::try_to_lock);
   if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread is busy with the database
   {
@@ -334,10 +358,20 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
   return results;
 }
 
+bool CacheWriter::WalNeedsRestart() const {
+  return options_.restart_wal_bytes > 0 && wal_frames_ * page_size_ >= options_.restart_wal_bytes;
+}
+
+void CacheWriter::PrecopyWal() {
+  if (checkpoint_db_ == nullptr) return;
+  // PASSIVE takes no lock a writer or reader waits for; a failure (SQLITE_BUSY while another
+  // checkpoint runs) only leaves more for the RESTART.
+  (void)sqlite3_wal_checkpoint_v2(checkpoint_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                  nullptr, nullptr);
+}
+
 void CacheWriter::MaybeRestartWal() {
-  if (options_.restart_wal_bytes <= 0 || wal_frames_ * page_size_ < options_.restart_wal_bytes) {
-    return;
-  }
+  if (!WalNeedsRestart()) return;
   // We are the only writer and hold no transaction now: the checkpoint waits only for readers,
   // which are brief, and then the next commit writes the WAL from its start.
   if (db_->Exec("PRAGMA wal_checkpoint(RESTART)").ok()) wal_frames_ = 0;

@@ -109,7 +109,9 @@ class CacheWriter {
     // between batches once its frames add up to this much, with RESTART so the next commit
     // writes from the start of the file again (the file keeps its size, up to
     // journal_size_limit: rewriting pages already allocated is cheaper than growing a truncated
-    // file again); 0 = leave it to others.
+    // file again); 0 = leave it to others. The bulk of the copy and its fsyncs run first as a
+    // PASSIVE checkpoint on a connection of their own, while writes go on; the RESTART that
+    // holds writes back then only has the frames committed meanwhile to copy.
     int64_t restart_wal_bytes = 0;
   };
   using Done = std::function<void(CacheWriteResult)>;
@@ -175,6 +177,13 @@ class CacheWriter {
   void SweepExpired(int64_t now);
   // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
   std::optional<int64_t> NextSweep();
+  // db_mu_ for the writer thread, ahead of the loop thread's next TryApplyNow.
+  std::unique_lock<std::mutex> LockDbForWriterThread();
+  // Whether the WAL has grown past restart_wal_bytes (caller holds db_mu_).
+  bool WalNeedsRestart() const;
+  // Copies what it can of the WAL into the database with a PASSIVE checkpoint on checkpoint_db_
+  // (writer thread, without db_mu_).
+  void PrecopyWal();
   void MaybeRestartWal();
   static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
   void FlushAccessTimes(std::vector<std::pair<std::string, int64_t>>* accesses);
@@ -201,7 +210,12 @@ class CacheWriter {
 
   // Whoever holds db_mu_: the writer thread, or the loop thread inside TryApplyNow.
   std::mutex db_mu_;
+  // The writer thread is waiting for db_mu_: TryApplyNow declines until it has had it.
+  std::atomic<bool> writer_waiting_{false};
   std::unique_ptr<SqliteDb> db_;
+  // The writer thread's connection for the PASSIVE pre-copy; used without db_mu_ (only when
+  // restart_wal_bytes > 0).
+  std::unique_ptr<SqliteDb> checkpoint_db_;
   int64_t busy_timeout_ms_ = 5000;
   int64_t wal_frames_ = 0;  // frames in the WAL after the last commit (sqlite3_wal_hook)
   Statement lookup_, lookup_value_, put_, update_, delete_id_, set_expiry_, set_value_,
