@@ -42,7 +42,7 @@ from cache_worker import (
     Task,
     WorkerResult,
     keys,
-    value_for,
+    values_for,
     worker_main,
 )
 from report import add_ratios, machine_facts, markdown, summarize, update_results_md, write_json
@@ -228,14 +228,15 @@ class WorkerPool:
 
 
 def prefill(alias: str, size: int) -> None:
-    """Store all KEY_COUNT keys with the run's value through the peer's own backend."""
+    """Store all KEY_COUNT keys with the run's values through the peer's own backend."""
     from django.core.cache import caches
 
     cache = caches[alias]
-    value = value_for(size)
+    values = values_for(size)
     all_keys = keys()
     for start in range(0, KEY_COUNT, _PREFILL_CHUNK):
-        failed = cache.set_many({k: value for k in all_keys[start : start + _PREFILL_CHUNK]})
+        chunk = all_keys[start : start + _PREFILL_CHUNK]
+        failed = cache.set_many({k: values[n % len(values)] for n, k in enumerate(chunk)})
         if failed:
             raise RuntimeError(f"{alias}: prefill failed for {len(failed)} keys")
 

@@ -68,16 +68,26 @@ class WorkerResult:
     latency_ns: bytes = b""  # array('q') bytes
     hits: int = 0
     misses: int = 0
-    wrong: int = 0  # a get that returned something other than the value last set
+    wrong: int = 0  # a get that returned something other than one of the values set
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     cut: bool = False  # stopped early at the run's time limit
     failure: str | None = None  # the worker could not run the task at all
 
 
-def value_for(size: int) -> bytes:
-    """``size`` incompressible bytes: the value every process stores in runs of ``size``."""
-    return random.Random(size).randbytes(size)
+#: Distinct values per size. A set writes the next one, so an overwrite changes the stored bytes
+#: as it does on a real site (a backend cannot skip writing an unchanged value).
+VALUE_VARIANTS = 4
+
+
+def values_for(size: int) -> tuple[bytes, ...]:
+    """``VALUE_VARIANTS`` different runs of ``size`` incompressible bytes, the same in every
+    process. Variant ``i`` starts with byte ``i``, so a get's result is checked with one compare."""
+    variants = []
+    for i in range(VALUE_VARIANTS):
+        body = random.Random(size * VALUE_VARIANTS + i).randbytes(size)
+        variants.append(bytes([i]) + body[1:] if size else body)
+    return tuple(variants)
 
 
 def keys() -> list[str]:
@@ -102,7 +112,7 @@ def run_ops(
     cache: Any,
     codes: bytes,
     chosen: list[str],
-    value: bytes,
+    values: tuple[bytes, ...],
     result: WorkerResult,
     time_limit_s: float,
 ) -> int:
@@ -125,11 +135,12 @@ def run_ops(
                 latency[i] = clock() - t0
                 if got is None:
                     misses += 1
-                elif got == value:
+                elif got and got[0] < VALUE_VARIANTS and got == values[got[0]]:
                     hits += 1
                 else:
                     wrong += 1
             elif code == SET:
+                value = values[i % VALUE_VARIANTS]
                 t0 = clock()
                 set_(key, value)
                 latency[i] = clock() - t0
@@ -156,10 +167,10 @@ def run_task(worker: int, task: Task, barrier: threading.Barrier) -> WorkerResul
     result = WorkerResult(worker)
     try:
         cache = caches[task.peer]
-        value = value_for(task.size)
+        values = values_for(task.size)
         seed = task.seed * 1000 + worker
         warm_codes, warm_keys = op_sequence(task.workload, task.warmup, seed + 500)
-        run_ops(cache, warm_codes, warm_keys, value, WorkerResult(worker), 60.0)
+        run_ops(cache, warm_codes, warm_keys, values, WorkerResult(worker), 60.0)
         codes, chosen = op_sequence(task.workload, task.ops, seed)
         gc.collect()
     except Exception:
@@ -173,7 +184,7 @@ def run_task(worker: int, task: Task, barrier: threading.Barrier) -> WorkerResul
         return result
     cpu0 = time.process_time_ns()
     result.start_ns = time.perf_counter_ns()
-    run_ops(cache, codes, chosen, value, result, task.time_limit_s)
+    run_ops(cache, codes, chosen, values, result, task.time_limit_s)
     result.end_ns = time.perf_counter_ns()
     result.cpu_ns = time.process_time_ns() - cpu0
     return result
