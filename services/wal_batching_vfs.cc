@@ -50,7 +50,6 @@ int Flush(BatchingFile* f) {
   // Dropped on failure too: the write that asked for the flush returns the error, so SQLite fails
   // the transaction and none of these frames become part of the database.
   f->pending.clear();
-  f->commit_page_next = false;
   return rc;
 }
 
@@ -67,6 +66,10 @@ uint32_t BigEndian32(const void* p) {
 }
 
 int WalWrite(BatchingFile* f, const void* data, int amount, sqlite3_int64 offset) {
+  // Taken first: a flush below (the buffer is full) must not make us forget that this write is
+  // the commit frame's page, the last of the transaction.
+  const bool commit_page = f->commit_page_next;
+  f->commit_page_next = false;
   const bool continues =
       !f->pending.empty() &&
       offset == f->pending_offset + static_cast<sqlite3_int64>(f->pending.size());
@@ -91,7 +94,6 @@ int WalWrite(BatchingFile* f, const void* data, int amount, sqlite3_int64 offset
   }
   const char* bytes = static_cast<const char*>(data);
   f->pending.insert(f->pending.end(), bytes, bytes + amount);
-  const bool commit_page = f->commit_page_next;
   // Bytes 4..7 of a frame header hold the database size after a commit, zero on other frames.
   f->commit_page_next = amount == kFrameHeaderBytes && BigEndian32(bytes + 4) != 0;
   if (commit_page) return Flush(f);

@@ -17,12 +17,18 @@ namespace {
 // A VFS under test: SQLite's default one, with WAL writes counted and, on demand, failed.
 std::atomic<int> wal_writes{0};
 std::atomic<bool> fail_wal_writes{false};
+std::atomic<int> frame_writes{0};
+std::atomic<int> fail_frame_write_number{-1};  // fail the write that makes frame_writes this
 sqlite3_vfs counting_vfs;
 const sqlite3_io_methods* real_wal_methods = nullptr;
 sqlite3_io_methods counting_wal_methods;
 
 int CountingWrite(sqlite3_file* f, const void* data, int amount, sqlite3_int64 offset) {
   ++wal_writes;
+  // Writes of frames, not counting the WAL header (32 bytes at offset 0, written and synced on
+  // its own when the WAL restarts).
+  const bool frames = offset != 0;
+  if (frames && ++frame_writes == fail_frame_write_number) return SQLITE_IOERR_WRITE;
   if (fail_wal_writes) return SQLITE_IOERR_WRITE;
   return real_wal_methods->xWrite(f, data, amount, offset);
 }
@@ -52,7 +58,10 @@ class WalBatchingVfsTest : public ::testing::Test {
     ASSERT_EQ(sqlite3_vfs_register(&counting_vfs, 0), SQLITE_OK);
     ASSERT_TRUE(RegisterWalBatchingVfs("batching-over-counting", "counting").ok());
   }
-  void SetUp() override { fail_wal_writes = false; }
+  void SetUp() override {
+    fail_wal_writes = false;
+    fail_frame_write_number = -1;
+  }
 
   sqlite3* Open(const std::string& path, const char* vfs) {
     sqlite3* db = nullptr;
@@ -263,6 +272,44 @@ TEST_F(WalBatchingVfsTest, AFailedWriteFailsTheCommitAndNothingOfItIsVisible) {
   want[3] = "three";
   EXPECT_EQ(ReadAll(reader), want);
   EXPECT_EQ(ReadAsIfKilled(dir, "t.db"), want);
+  sqlite3_close(db);
+  sqlite3_close(reader);
+}
+
+TEST_F(WalBatchingVfsTest, ACommitLargerThanOneWriteFailsIfItsLastWriteFails) {
+  // Transactions of 25 to 40 pages: the frames take two writes, and for one of these sizes the
+  // buffer fills between the commit frame's header and its page. The second write (the one with
+  // the commit frame) fails: COMMIT must fail too, or a crash copy must hold the row.
+  TempDir dir;
+  std::string path = dir.File("t.db");
+  sqlite3* db = Open(path, "batching-over-counting");
+  sqlite3* reader = Open(path, nullptr);
+  Exec(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+  std::mt19937 rng(5);
+  std::map<int, std::string> committed;
+  int split = 0;
+  for (int key = 0; key < 64; ++key) {
+    const size_t size = 100000 + static_cast<size_t>(key) * 1000;
+    std::string value = Bytes(&rng, size);
+    Exec(db, "BEGIN IMMEDIATE");
+    Put(db, key, value);
+    frame_writes = 0;
+    fail_frame_write_number = 2;
+    int rc = ExecRc(db, "COMMIT");
+    fail_frame_write_number = -1;
+    if (frame_writes >= 2) ++split;
+    if (rc == SQLITE_OK) {
+      committed[key] = value;
+    } else if (!sqlite3_get_autocommit(db)) {
+      Exec(db, "ROLLBACK");
+    }
+    ASSERT_EQ(Difference(ReadAll(reader), committed), "") << "value of " << size << " bytes";
+    ASSERT_EQ(Difference(ReadAsIfKilled(dir, "t.db"), committed), "")
+        << "value of " << size << " bytes";
+    Exec(reader, "PRAGMA wal_checkpoint(RESTART)");
+  }
+  EXPECT_GT(split, 10);
+  EXPECT_GT(committed.size(), 0u);  // transactions of one write do commit
   sqlite3_close(db);
   sqlite3_close(reader);
 }
