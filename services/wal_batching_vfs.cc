@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <mutex>
@@ -36,6 +37,8 @@ struct BatchingFile {
   bool commit_page_next = false;        // the last write was a commit frame's header
   sqlite3_int64 last_read_offset = -1;  // offset of the previous call if it was a read
 };
+
+std::atomic<int64_t> late_flushes{0};
 
 // The underlying file lives right after our struct, in the memory SQLite allocated (szOsFile).
 constexpr size_t kRealOffset = (sizeof(BatchingFile) + 15) & ~size_t{15};
@@ -198,7 +201,10 @@ void FileShmBarrier(sqlite3_file* file) {
   BatchingFile* f = Self(file);
   // SQLite calls this between the two copies of the wal-index header it writes to publish a
   // commit. The commit's frames were written with its last page; this only guards that rule.
-  if (f->wal != nullptr) (void)Flush(f->wal);
+  if (f->wal != nullptr && !f->wal->pending.empty()) {
+    late_flushes.fetch_add(1, std::memory_order_relaxed);
+    (void)Flush(f->wal);
+  }
   Real(f)->xShmBarrier(f->real);
 }
 
@@ -363,6 +369,8 @@ Status RegisterWalBatchingVfs(const char* name, const char* underlying) {
   registry->push_back(vfs);
   return Status::Ok();
 }
+
+int64_t WalBatchingLateFlushes() { return late_flushes.load(std::memory_order_relaxed); }
 
 const char* WalBatchingVfsName() {
   static const bool registered = RegisterWalBatchingVfs(kDefaultName, nullptr).ok();

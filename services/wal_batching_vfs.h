@@ -23,6 +23,8 @@
 // on a connection); registration is thread-safe.
 #pragma once
 
+#include <cstdint>
+
 #include "services/status.h"
 
 namespace services {
@@ -31,6 +33,10 @@ namespace services {
 // registered on first use (not as the process default). Null, meaning SQLite's default VFS, only
 // if registration failed.
 const char* WalBatchingVfsName();
+
+// How many times, in this process, the wal-index barrier found WAL bytes still buffered and wrote
+// them itself (where a failed write cannot be reported). The rules above make this 0; tests check.
+int64_t WalBatchingLateFlushes();
 
 // Registers a batching VFS named `name` over the VFS named `underlying` (null: the default).
 // For tests that stack it over a fault-injecting VFS. kInvalidArgument if `underlying` is not

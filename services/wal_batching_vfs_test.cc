@@ -58,6 +58,10 @@ class WalBatchingVfsTest : public ::testing::Test {
     ASSERT_EQ(sqlite3_vfs_register(&counting_vfs, 0), SQLITE_OK);
     ASSERT_TRUE(RegisterWalBatchingVfs("batching-over-counting", "counting").ok());
   }
+  void TearDown() override {
+    EXPECT_EQ(WalBatchingLateFlushes(), 0) << "a commit's frames were still buffered when SQLite "
+                                              "published it";
+  }
   void SetUp() override {
     fail_wal_writes = false;
     fail_frame_write_number = -1;
