@@ -129,46 +129,34 @@ int FileWrite(sqlite3_file* file, const void* data, int amount, sqlite3_int64 of
   return Real(f)->xWrite(f->real, data, amount, offset);
 }
 
+// The calls that only need the buffer written out first, then pass through to the real file.
+template <typename Method, typename... Args>
+int FlushThen(Method sqlite3_io_methods::*method, sqlite3_file* file, Args... args) {
+  BatchingFile* f = Self(file);
+  int rc = FlushIfWal(f);
+  return rc != SQLITE_OK ? rc : (Real(f)->*method)(f->real, args...);
+}
+
 int FileTruncate(sqlite3_file* file, sqlite3_int64 size) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xTruncate(f->real, size);
+  return FlushThen(&sqlite3_io_methods::xTruncate, file, size);
 }
-
 int FileSync(sqlite3_file* file, int flags) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xSync(f->real, flags);
+  return FlushThen(&sqlite3_io_methods::xSync, file, flags);
 }
-
 int FileSize(sqlite3_file* file, sqlite3_int64* size) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xFileSize(f->real, size);
+  return FlushThen(&sqlite3_io_methods::xFileSize, file, size);
 }
-
 int FileLock(sqlite3_file* file, int level) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xLock(f->real, level);
+  return FlushThen(&sqlite3_io_methods::xLock, file, level);
 }
-
 int FileUnlock(sqlite3_file* file, int level) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xUnlock(f->real, level);
+  return FlushThen(&sqlite3_io_methods::xUnlock, file, level);
 }
-
 int FileCheckReservedLock(sqlite3_file* file, int* out) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xCheckReservedLock(f->real, out);
+  return FlushThen(&sqlite3_io_methods::xCheckReservedLock, file, out);
 }
-
 int FileControl(sqlite3_file* file, int op, void* arg) {
-  BatchingFile* f = Self(file);
-  int rc = FlushIfWal(f);
-  return rc != SQLITE_OK ? rc : Real(f)->xFileControl(f->real, op, arg);
+  return FlushThen(&sqlite3_io_methods::xFileControl, file, op, arg);
 }
 
 int FileSectorSize(sqlite3_file* file) {

@@ -103,6 +103,12 @@ class WalBatchingVfsTest : public ::testing::Test {
     sqlite3_finalize(st);
     return rows;
   }
+  // A batching writer and a plain reader on dir/t.db, which has table t(k, v).
+  void OpenWriterAndReader(const TempDir& dir, sqlite3** writer, sqlite3** reader) {
+    *writer = Open(dir.File("t.db"), "batching-over-counting");
+    *reader = Open(dir.File("t.db"), nullptr);
+    Exec(*writer, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+  }
   static std::string IntegrityCheck(sqlite3* db) {
     sqlite3_stmt* st = nullptr;
     sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, nullptr);
@@ -257,10 +263,8 @@ TEST_F(WalBatchingVfsTest, ATransactionRewritingItsSpilledFramesKeepsValidChecks
 
 TEST_F(WalBatchingVfsTest, AFailedWriteFailsTheCommitAndNothingOfItIsVisible) {
   TempDir dir;
-  std::string path = dir.File("t.db");
-  sqlite3* db = Open(path, "batching-over-counting");
-  sqlite3* reader = Open(path, nullptr);
-  Exec(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+  sqlite3 *db, *reader;
+  OpenWriterAndReader(dir, &db, &reader);
   Put(db, 1, "one");
   Exec(db, "BEGIN IMMEDIATE");
   Put(db, 2, std::string(50000, 'x'));
@@ -285,10 +289,8 @@ TEST_F(WalBatchingVfsTest, ACommitLargerThanOneWriteFailsIfItsLastWriteFails) {
   // buffer fills between the commit frame's header and its page. The second write (the one with
   // the commit frame) fails: COMMIT must fail too, or a crash copy must hold the row.
   TempDir dir;
-  std::string path = dir.File("t.db");
-  sqlite3* db = Open(path, "batching-over-counting");
-  sqlite3* reader = Open(path, nullptr);
-  Exec(db, "CREATE TABLE t(k INTEGER PRIMARY KEY, v BLOB)");
+  sqlite3 *db, *reader;
+  OpenWriterAndReader(dir, &db, &reader);
   std::mt19937 rng(5);
   std::map<int, std::string> committed;
   int split = 0;
