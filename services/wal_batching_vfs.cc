@@ -311,14 +311,12 @@ int VfsCurrentTimeInt64(sqlite3_vfs* vfs, sqlite3_int64* out) {
   return rc;
 }
 
-std::mutex registry_mu;
-std::vector<BatchingVfs*>* registry = nullptr;  // guarded by registry_mu; never freed: SQLite
-                                                // keeps pointers to registered VFSes
+std::mutex register_mu;  // makes find-then-register one step
 
 }  // namespace
 
 Status RegisterWalBatchingVfs(const char* name, const char* underlying) {
-  std::lock_guard<std::mutex> lock(registry_mu);
+  std::lock_guard<std::mutex> lock(register_mu);
   if (sqlite3_vfs_find(name) != nullptr) return Status::Ok();
   sqlite3_vfs* real = sqlite3_vfs_find(underlying);
   if (real == nullptr) {
@@ -353,8 +351,7 @@ Status RegisterWalBatchingVfs(const char* name, const char* underlying) {
     return Status::Internal(std::string("registering the SQLite VFS ") + name +
                             " failed: " + sqlite3_errstr(rc));
   }
-  if (registry == nullptr) registry = new std::vector<BatchingVfs*>();
-  registry->push_back(vfs);
+  // Never freed: SQLite keeps the pointer for the life of the process.
   return Status::Ok();
 }
 
