@@ -10,17 +10,16 @@ Result<std::unique_ptr<GroupCommitWriter>> GroupCommitWriter::Start(const std::s
                                                                     int64_t restart_wal_bytes) {
   std::unique_ptr<GroupCommitWriter> w(new GroupCommitWriter());
   w->max_batch_ = max_batch;
-  w->restart_wal_bytes_ = restart_wal_bytes;
   w->busy_timeout_ms_ = tuning.busy_timeout_ms;
   Result<std::unique_ptr<SqliteDb>> db = SqliteDb::Open(path, SqliteDb::Mode::kReadWrite);
   if (!db.ok()) return db.status();
   GW_RETURN_IF_ERROR(ApplyTuning(db->get(), tuning));
-  Result<int64_t> page_size = (*db)->QueryInt("PRAGMA page_size");
-  if (!page_size.ok()) return page_size.status();
-  w->page_size_ = *page_size;
   w->db_ = std::move(*db);
-  // After the tuning: its wal_autocheckpoint = 0 cleared the hook this replaces.
-  sqlite3_wal_hook(w->db_->raw(), OnWalCommit, w.get());
+  Result<std::unique_ptr<WalRewinder>> rewinder =
+      WalRewinder::Open(path, tuning, restart_wal_bytes);
+  if (!rewinder.ok()) return rewinder.status();
+  w->rewinder_ = std::move(*rewinder);
+  w->rewinder_->Watch(w->db_.get());
   w->thread_ = std::thread([raw = w.get()] { raw->Run(); });
   return w;
 }
@@ -41,8 +40,8 @@ void GroupCommitWriter::Submit(Apply apply, Done done) {
 }
 
 std::optional<Status> GroupCommitWriter::TryApplyNow(const std::vector<Apply>& applies) {
-  std::unique_lock<std::mutex> db_lock(db_mu_, std::try_to_lock);
-  if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread is using the database
+  std::unique_lock<std::mutex> db_lock = db_mu_.TryLock();
+  if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread's turn: Submit instead
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Anything submitted before must be applied first: these changes would overtake it.
@@ -62,7 +61,7 @@ std::optional<Status> GroupCommitWriter::TryApplyNow(const std::vector<Apply>& a
     }
     if (st.ok()) st = txn->Commit();
   }  // a failed transaction rolls back here, before anyone is told
-  const bool restart = restart_wal_bytes_ > 0 && wal_frames_ * page_size_ >= restart_wal_bytes_;
+  const bool restart = rewinder_->Due();
   db_lock.unlock();
   if (restart) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -95,7 +94,7 @@ void GroupCommitWriter::Run() {
       }
       std::swap(restart, restart_wal_);
     }
-    std::lock_guard<std::mutex> db_lock(db_mu_);
+    std::unique_lock<std::mutex> db_lock = db_mu_.LockForWriter();
     if (!batch.empty()) {
       const size_t applied = batch.size();
       ApplyBatch(&batch);
@@ -104,7 +103,13 @@ void GroupCommitWriter::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       unapplied_ -= applied;
     }
-    if (restart) MaybeRestartWal();
+    if (restart && rewinder_->Due()) {
+      // The copy runs without db_mu_, so TryApplyNow commits go on meanwhile.
+      db_lock.unlock();
+      rewinder_->Precopy();
+      db_lock = db_mu_.LockForWriter();
+      rewinder_->Rewind(db_.get());
+    }
   }
 }
 
@@ -123,19 +128,6 @@ void GroupCommitWriter::ApplyBatch(std::deque<Change>* batch) {
     }
   }  // a failed transaction rolls back here, before anyone is told
   for (Change& c : *batch) c.done(st);
-}
-
-void GroupCommitWriter::MaybeRestartWal() {
-  if (restart_wal_bytes_ <= 0 || wal_frames_ * page_size_ < restart_wal_bytes_) return;
-  // Between batches we hold no transaction: only brief readers can delay this. RESTART, not
-  // TRUNCATE: the next commit rewrites the WAL from its start instead of growing the file again.
-  if (db_->Exec("PRAGMA wal_checkpoint(RESTART)").ok()) wal_frames_ = 0;
-}
-
-int GroupCommitWriter::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
-  // Runs inside the commit, on the thread holding db_mu_.
-  static_cast<GroupCommitWriter*>(self)->wal_frames_ = frames;
-  return SQLITE_OK;
 }
 
 }  // namespace services

@@ -31,6 +31,8 @@
 #include "services/sqlite_db.h"
 #include "services/sqlite_tuning.h"
 #include "services/status.h"
+#include "services/wal_rewinder.h"
+#include "services/writer_first_mutex.h"
 
 namespace services {
 
@@ -65,11 +67,8 @@ class GroupCommitWriter {
   GroupCommitWriter() = default;
   void Run();
   void ApplyBatch(std::deque<Change>* batch);
-  void MaybeRestartWal();
-  static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
 
   size_t max_batch_ = 512;
-  int64_t restart_wal_bytes_ = 0;
   int64_t busy_timeout_ms_ = 5000;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -78,10 +77,11 @@ class GroupCommitWriter {
   bool restart_wal_ = false;  // guarded by mu_: TryApplyNow asks the thread to checkpoint
   bool stopping_ = false;     // guarded by mu_
   std::thread thread_;
-  std::mutex db_mu_;              // held by whoever uses db_
+  WriterFirstMutex db_mu_;  // held by whoever uses db_
+  // Declared before db_, so it outlives the commit hook db_ has pointing at it. Due and Rewind
+  // under db_mu_; Precopy on the writer thread.
+  std::unique_ptr<WalRewinder> rewinder_;
   std::unique_ptr<SqliteDb> db_;  // after Start
-  int64_t page_size_ = 4096;
-  int64_t wal_frames_ = 0;  // frames in the WAL after the last commit (sqlite3_wal_hook)
 };
 
 }  // namespace services

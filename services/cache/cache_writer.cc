@@ -67,15 +67,11 @@ Result<std::unique_ptr<CacheWriter>> CacheWriter::Start(const std::string& path,
   w->busy_timeout_ms_ = tuning.busy_timeout_ms;
   GW_RETURN_IF_ERROR(ApplyTuning(w->db_.get(), tuning).WithContext("cache writer"));
   GW_RETURN_IF_ERROR(w->Prepare().WithContext("cache writer"));
-  // After the tuning: its wal_autocheckpoint = 0 cleared the hook this replaces.
-  sqlite3_wal_hook(w->db_->raw(), OnWalCommit, w.get());
-  if (options.restart_wal_bytes > 0) {
-    db = SqliteDb::Open(path, SqliteDb::Mode::kReadWrite);
-    if (!db.ok()) return db.status().WithContext("cache writer's checkpoint connection");
-    w->checkpoint_db_ = std::move(*db);
-    GW_RETURN_IF_ERROR(ApplyTuning(w->checkpoint_db_.get(), tuning)
-                           .WithContext("cache writer's checkpoint connection"));
-  }
+  Result<std::unique_ptr<WalRewinder>> rewinder =
+      WalRewinder::Open(path, tuning, options.restart_wal_bytes);
+  if (!rewinder.ok()) return rewinder.status().WithContext("cache writer");
+  w->rewinder_ = std::move(*rewinder);
+  w->rewinder_->Watch(w->db_.get());
   w->thread_ = std::thread([raw = w.get()] { raw->Run(); });
   return w;
 }
@@ -210,7 +206,7 @@ void CacheWriter::Run() {
   // idle cache sleeps until a write arrives instead of waking up every interval.
   std::optional<int64_t> next_sweep;
   {
-    std::lock_guard<std::mutex> db_lock(db_mu_);
+    std::unique_lock<std::mutex> db_lock = db_mu_.LockForWriter();
     next_sweep = NextSweep();
   }
   std::vector<Pending> batch;
@@ -246,7 +242,7 @@ void CacheWriter::Run() {
       std::swap(budget_pass, budget_pass_);
       std::swap(restart_wal, restart_wal_);
     }
-    std::unique_lock<std::mutex> db_lock = LockDbForWriterThread();
+    std::unique_lock<std::mutex> db_lock = db_mu_.LockForWriter();
     if (!batch.empty()) {
       const size_t applied = batch.size();
       ApplyBatch(&batch);
@@ -268,13 +264,13 @@ void CacheWriter::Run() {
       }
     }
     if (recheck_sweep) next_sweep = NextSweep();
-    if (restart_wal && WalNeedsRestart()) {
+    if (restart_wal && rewinder_->Due()) {
       // The copy and its two fsyncs take milliseconds to tens of them: done first without
       // db_mu_, the loop thread goes on committing sets meanwhile.
       db_lock.unlock();
-      PrecopyWal();
-      db_lock = LockDbForWriterThread();
-      MaybeRestartWal();
+      rewinder_->Precopy();
+      db_lock = db_mu_.LockForWriter();
+      rewinder_->Rewind(db_.get());
     }
     if (flush_accesses) {
       std::vector<std::pair<std::string, int64_t>> accesses;
@@ -292,15 +288,6 @@ void CacheWriter::Run() {
   }
 }
 
-std::unique_lock<std::mutex> CacheWriter::LockDbForWriterThread() {
-  // A loop thread that is never idle would otherwise take db_mu_ back each turn before this
-  // thread wakes up to it, and sweeps and WAL restarts would wait indefinitely.
-  writer_waiting_.store(true);
-  std::unique_lock<std::mutex> db_lock(db_mu_);
-  writer_waiting_.store(false);
-  return db_lock;
-}
-
 std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
     const std::vector<CacheWrite>& writes) {
   // Only bounded work on the caller's thread (the event loop, serving every client): a clear can
@@ -315,9 +302,8 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
   for (const CacheWrite& w : writes) {
     if (w.items.size() > kMaxKeysNow || w.keys.size() > kMaxKeysNow) return std::nullopt;
   }
-  if (writer_waiting_.load()) return std::nullopt;  // its turn: these go in its queue
-  std::unique_lock<std::mutex> db_lock(db_mu_, std::try_to_lock);
-  if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread is busy with the database
+  std::unique_lock<std::mutex> db_lock = db_mu_.TryLock();
+  if (!db_lock.owns_lock()) return std::nullopt;  // the writer thread's turn: Submit instead
   {
     std::lock_guard<std::mutex> lock(mu_);
     // Anything submitted before must be applied first: these writes would overtake it.
@@ -342,10 +328,7 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
   // the writer thread finishes the job in its own transaction.
   bool over_budget = false;
   ApplyInTransaction(std::move(*txn), pointers, 1, &results, &over_budget);
-  bool restart = false;
-  if (options_.restart_wal_bytes > 0) {
-    restart = wal_frames_ * page_size_ >= options_.restart_wal_bytes;
-  }
+  const bool restart = rewinder_->Due();
   db_lock.unlock();
   const bool sooner = earliest_expiry && *earliest_expiry < known_earliest_ms_.load();
   if (sooner || over_budget || restart) {
@@ -356,31 +339,6 @@ std::optional<std::vector<CacheWriteResult>> CacheWriter::TryApplyNow(
     cv_.notify_one();
   }
   return results;
-}
-
-bool CacheWriter::WalNeedsRestart() const {
-  return options_.restart_wal_bytes > 0 && wal_frames_ * page_size_ >= options_.restart_wal_bytes;
-}
-
-void CacheWriter::PrecopyWal() {
-  if (checkpoint_db_ == nullptr) return;
-  // PASSIVE takes no lock a writer or reader waits for; a failure (SQLITE_BUSY while another
-  // checkpoint runs) only leaves more for the RESTART.
-  (void)sqlite3_wal_checkpoint_v2(checkpoint_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                  nullptr, nullptr);
-}
-
-void CacheWriter::MaybeRestartWal() {
-  if (!WalNeedsRestart()) return;
-  // We are the only writer and hold no transaction now: the checkpoint waits only for readers,
-  // which are brief, and then the next commit writes the WAL from its start.
-  if (db_->Exec("PRAGMA wal_checkpoint(RESTART)").ok()) wal_frames_ = 0;
-}
-
-int CacheWriter::OnWalCommit(void* self, sqlite3*, const char*, int frames) {
-  // Runs inside the commit, on the thread holding db_mu_.
-  static_cast<CacheWriter*>(self)->wal_frames_ = frames;
-  return SQLITE_OK;
 }
 
 std::optional<int64_t> CacheWriter::NextSweep() {

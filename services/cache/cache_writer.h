@@ -35,6 +35,8 @@
 #include "services/sqlite_db.h"
 #include "services/sqlite_tuning.h"
 #include "services/status.h"
+#include "services/wal_rewinder.h"
+#include "services/writer_first_mutex.h"
 
 namespace services::cache {
 
@@ -105,13 +107,8 @@ class CacheWriter {
     int64_t sweep_interval_ms = 1000;
     int64_t sweep_batch = 500;   // rows per sweep transaction
     size_t max_batch_ops = 512;  // requests per group commit
-    // Without a replica (which checkpoints as it ships), the writer checkpoints the WAL itself
-    // between batches once its frames add up to this much, with RESTART so the next commit
-    // writes from the start of the file again (the file keeps its size, up to
-    // journal_size_limit: rewriting pages already allocated is cheaper than growing a truncated
-    // file again); 0 = leave it to others. The bulk of the copy and its fsyncs run first as a
-    // PASSIVE checkpoint on a connection of their own, while writes go on; the RESTART that
-    // holds writes back then only has the frames committed meanwhile to copy.
+    // Without a replica (which checkpoints as it ships), the writer thread rewinds the WAL
+    // itself once its frames add up to this much (wal_rewinder.h); 0 = leave it to others.
     int64_t restart_wal_bytes = 0;
   };
   using Done = std::function<void(CacheWriteResult)>;
@@ -177,15 +174,6 @@ class CacheWriter {
   void SweepExpired(int64_t now);
   // When the next sweep is due (monotonic us), from the earliest expiry stored; nullopt if none.
   std::optional<int64_t> NextSweep();
-  // db_mu_ for the writer thread, ahead of the loop thread's next TryApplyNow.
-  std::unique_lock<std::mutex> LockDbForWriterThread();
-  // Whether the WAL has grown past restart_wal_bytes (caller holds db_mu_).
-  bool WalNeedsRestart() const;
-  // Copies what it can of the WAL into the database with a PASSIVE checkpoint on checkpoint_db_
-  // (writer thread, without db_mu_).
-  void PrecopyWal();
-  void MaybeRestartWal();
-  static int OnWalCommit(void* self, sqlite3* db, const char* name, int frames);
   void FlushAccessTimes(std::vector<std::pair<std::string, int64_t>>* accesses);
   void Publish();
 
@@ -209,15 +197,12 @@ class CacheWriter {
   std::atomic<int64_t> known_earliest_ms_{INT64_MAX};
 
   // Whoever holds db_mu_: the writer thread, or the loop thread inside TryApplyNow.
-  std::mutex db_mu_;
-  // The writer thread is waiting for db_mu_: TryApplyNow declines until it has had it.
-  std::atomic<bool> writer_waiting_{false};
+  WriterFirstMutex db_mu_;
+  // Declared before db_, so it outlives the commit hook db_ has pointing at it. Due and Rewind
+  // under db_mu_; Precopy on the writer thread.
+  std::unique_ptr<WalRewinder> rewinder_;
   std::unique_ptr<SqliteDb> db_;
-  // The writer thread's connection for the PASSIVE pre-copy; used without db_mu_ (only when
-  // restart_wal_bytes > 0).
-  std::unique_ptr<SqliteDb> checkpoint_db_;
   int64_t busy_timeout_ms_ = 5000;
-  int64_t wal_frames_ = 0;  // frames in the WAL after the last commit (sqlite3_wal_hook)
   Statement lookup_, lookup_value_, put_, update_, delete_id_, set_expiry_, set_value_,
       clear_prefix_, clear_all_;
   Statement evict_, sweep_, touch_access_, page_count_, freelist_count_;
