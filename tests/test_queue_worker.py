@@ -221,6 +221,22 @@ def test_sigterm_of_an_idle_worker_leaves_jobs_for_others(
     )
 
 
+def test_sigterm_repeated_while_stopping_still_exits_cleanly(
+    gateway: GatewayProcess, workers: WorkerPool
+) -> None:
+    # Deploy tools signal again when a process takes a moment to go. Every SIGTERM after the
+    # first one means the same and must not end the stop as a death by signal.
+    run = workers.start(gateway.socket_path, "--queue", "again", "--concurrency", "2")
+    run.wait_children(2)
+    time.sleep(0.3)  # the worker processes have installed their own handlers
+    assert run.proc is not None
+    deadline = time.monotonic() + 10
+    while run.proc.poll() is None and time.monotonic() < deadline:
+        run.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.02)
+    assert run.proc.wait(5) == 0, run.log_text()
+
+
 def test_workers_stop_when_their_supervisor_is_killed(
     gateway: GatewayProcess, queue: QueueClient, workers: WorkerPool, tmp_path: Path
 ) -> None:

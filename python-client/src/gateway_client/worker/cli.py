@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         parser.error(str(e))
     configure_logging()
-    return Supervisor(options).run()
+    # The process exits right after: a stop signal arriving meanwhile asks for what is already
+    # happening.
+    return Supervisor(options).run(restore_signals=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -94,10 +94,14 @@ class Supervisor:
         # Its write end stays open in this process only; children see EOF when it exits.
         self._alive_r, self._alive_w = os.pipe()
 
-    def run(self) -> int:
+    def run(self, *, restore_signals: bool = True) -> int:
         """Run until SIGTERM or SIGINT and every process has ended; return the exit status (0).
 
-        Must be called from the main thread.
+        Must be called from the main thread. With ``restore_signals`` false, SIGTERM and SIGINT
+        are ignored from the end of the run on, for a process that exits next: a repeated
+        SIGTERM (a deploy tool signalling again) must not turn a clean stop into a death by
+        signal. (Restoring them, or leaving a Python handler, is not enough: the interpreter
+        resets Python handlers to the default action while it shuts down.)
         """
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)
@@ -115,7 +119,7 @@ class Supervisor:
                 self._wait_once()
         finally:
             for sig, handler in previous.items():
-                signal.signal(sig, handler)
+                signal.signal(sig, handler if restore_signals else signal.SIG_IGN)
             self._kill_all()
         logger.info("worker stopped")
         return 0
