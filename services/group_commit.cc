@@ -103,13 +103,8 @@ void GroupCommitWriter::Run() {
       std::lock_guard<std::mutex> lock(mu_);
       unapplied_ -= applied;
     }
-    if (restart && rewinder_->Due()) {
-      // The copy runs without db_mu_, so TryApplyNow commits go on meanwhile.
-      db_lock.unlock();
-      rewinder_->Precopy();
-      db_lock = db_mu_.LockForWriter();
-      rewinder_->Rewind(db_.get());
-    }
+    // The copy lets go of db_mu_, so TryApplyNow commits go on meanwhile.
+    if (restart) rewinder_->RewindIfDue(&db_mu_, &db_lock, db_.get());
   }
 }
 

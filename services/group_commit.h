@@ -78,8 +78,8 @@ class GroupCommitWriter {
   bool stopping_ = false;     // guarded by mu_
   std::thread thread_;
   WriterFirstMutex db_mu_;  // held by whoever uses db_
-  // Declared before db_, so it outlives the commit hook db_ has pointing at it. Due and Rewind
-  // under db_mu_; Precopy on the writer thread.
+  // Declared before db_, so it outlives the commit hook db_ has pointing at it. Used under
+  // db_mu_.
   std::unique_ptr<WalRewinder> rewinder_;
   std::unique_ptr<SqliteDb> db_;  // after Start
 };

@@ -31,17 +31,20 @@ bool WalRewinder::Due() const {
   return rewind_bytes_ > 0 && wal_frames_ * page_size_ >= rewind_bytes_;
 }
 
-void WalRewinder::Precopy() {
-  if (checkpoint_db_ == nullptr) return;
-  // PASSIVE takes no lock that a writer or reader waits for.
-  (void)sqlite3_wal_checkpoint_v2(checkpoint_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
-                                  nullptr, nullptr);
-}
-
-void WalRewinder::Rewind(SqliteDb* writer) {
+void WalRewinder::RewindIfDue(WriterFirstMutex* mu, std::unique_lock<std::mutex>* held,
+                              SqliteDb* writer) {
   if (!Due()) return;
+  // The copy and its two fsyncs take milliseconds to tens of them: done without the lock, other
+  // threads go on committing meanwhile. PASSIVE takes no lock a writer or reader waits for; a
+  // failure (SQLITE_BUSY while another checkpoint runs) only leaves more for the RESTART.
+  held->unlock();
+  if (checkpoint_db_ != nullptr) {
+    (void)sqlite3_wal_checkpoint_v2(checkpoint_db_->raw(), nullptr, SQLITE_CHECKPOINT_PASSIVE,
+                                    nullptr, nullptr);
+  }
+  *held = mu->LockForWriter();
   // The writer holds no transaction now: the checkpoint waits only for readers, which are brief.
-  if (writer->Exec("PRAGMA wal_checkpoint(RESTART)").ok()) wal_frames_ = 0;
+  if (Due() && writer->Exec("PRAGMA wal_checkpoint(RESTART)").ok()) wal_frames_ = 0;
 }
 
 }  // namespace services

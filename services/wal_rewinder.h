@@ -1,28 +1,31 @@
 // WalRewinder: keeps the WAL of a database written by one writer thread (the cache's, the
 // queue's) near a size when no replicator checkpoints it.
 //
-// Once the writer's commits have put `rewind_bytes` of frames in the WAL, the writer thread:
-//   1. Precopy(), without its database lock: a PASSIVE checkpoint on the rewinder's own
-//      connection copies the WAL into the database, with its two fsyncs, while other threads go
-//      on committing through the writer's connection;
-//   2. Rewind(), with the lock: a RESTART checkpoint on the writer's connection copies what was
-//      committed meanwhile and waits for readers, so the next commit writes the WAL from its
-//      start again (the file keeps its size, up to journal_size_limit: rewriting pages already
-//      allocated is cheaper than growing a truncated file).
+// Once the writer's commits have put `rewind_bytes` of frames in the WAL, RewindIfDue, called by
+// the writer thread with its database lock held:
+//   1. lets go of the lock and copies the WAL into the database with a PASSIVE checkpoint on the
+//      rewinder's own connection, with its two fsyncs, while other threads go on committing
+//      through the writer's connection;
+//   2. takes the lock back and runs a RESTART checkpoint on the writer's connection, which copies
+//      what was committed meanwhile and waits for readers, so the next commit writes the WAL from
+//      its start again (the file keeps its size, up to journal_size_limit: rewriting pages
+//      already allocated is cheaper than growing a truncated file).
 // Writers are held back only for step 2. The WAL can outgrow `rewind_bytes` by what is committed
 // during one pre-copy.
 //
-// Threads: Watch, Due and Rewind run with the writer's database lock held (OnCommit runs inside
-// its commits); Precopy on the writer thread without it. Not copyable.
+// Threads: Watch, Due and RewindIfDue run with the writer's database lock held (the commit hook
+// runs inside its commits); RewindIfDue only on the writer thread. Not copyable.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "services/sqlite_db.h"
 #include "services/sqlite_tuning.h"
 #include "services/status.h"
+#include "services/writer_first_mutex.h"
 
 struct sqlite3;
 
@@ -43,11 +46,9 @@ class WalRewinder {
   void Watch(SqliteDb* writer);
   // The WAL has reached rewind_bytes.
   bool Due() const;
-  // Step 1 (see above). A failure (SQLITE_BUSY while another checkpoint runs) only leaves more
-  // for Rewind.
-  void Precopy();
-  // Step 2, on the connection Watch was given, if still Due.
-  void Rewind(SqliteDb* writer);
+  // Steps 1 and 2 above, if Due. `held` holds `mu` on entry and again on return; `writer` is the
+  // connection Watch was given.
+  void RewindIfDue(WriterFirstMutex* mu, std::unique_lock<std::mutex>* held, SqliteDb* writer);
 
  private:
   WalRewinder() = default;

@@ -264,14 +264,8 @@ void CacheWriter::Run() {
       }
     }
     if (recheck_sweep) next_sweep = NextSweep();
-    if (restart_wal && rewinder_->Due()) {
-      // The copy and its two fsyncs take milliseconds to tens of them: done first without
-      // db_mu_, the loop thread goes on committing sets meanwhile.
-      db_lock.unlock();
-      rewinder_->Precopy();
-      db_lock = db_mu_.LockForWriter();
-      rewinder_->Rewind(db_.get());
-    }
+    // The copy lets go of db_mu_, so the loop thread goes on committing sets meanwhile.
+    if (restart_wal) rewinder_->RewindIfDue(&db_mu_, &db_lock, db_.get());
     if (flush_accesses) {
       std::vector<std::pair<std::string, int64_t>> accesses;
       {

@@ -198,8 +198,8 @@ class CacheWriter {
 
   // Whoever holds db_mu_: the writer thread, or the loop thread inside TryApplyNow.
   WriterFirstMutex db_mu_;
-  // Declared before db_, so it outlives the commit hook db_ has pointing at it. Due and Rewind
-  // under db_mu_; Precopy on the writer thread.
+  // Declared before db_, so it outlives the commit hook db_ has pointing at it. Used under
+  // db_mu_.
   std::unique_ptr<WalRewinder> rewinder_;
   std::unique_ptr<SqliteDb> db_;
   int64_t busy_timeout_ms_ = 5000;
