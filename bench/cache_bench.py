@@ -401,6 +401,35 @@ def gateway_facts(ep: Endpoints) -> tuple[dict[str, Any] | None, dict[str, Any] 
         return None, None
 
 
+def narrow_plan(plan: Plan, args: argparse.Namespace) -> tuple[Plan, bool]:
+    """``plan`` cut down to the ``--sizes``, ``--workloads`` and ``--processes`` asked for.
+
+    :returns: the plan and whether anything was cut.
+    :raises SystemExit: (exit 2) if a value asked for is not in the mode's plan.
+    """
+    changes: dict[str, tuple[Any, ...]] = {}
+    for name, raw, convert in (
+        ("sizes", args.sizes, int),
+        ("workloads", args.workloads, str),
+        ("processes", args.processes, int),
+    ):
+        if not raw:
+            continue
+        try:
+            wanted = tuple(convert(v.strip()) for v in raw.split(",") if v.strip())
+        except ValueError:
+            sys.exit(f"cache_bench: --{name} {raw!r}: give comma-separated numbers")
+        have = getattr(plan, name)
+        unknown = [v for v in wanted if v not in have]
+        if unknown or not wanted:
+            sys.exit(
+                f"cache_bench: --{name} {raw!r}: the {args.mode} mode has "
+                f"{', '.join(map(str, have))}; choose among those"
+            )
+        changes[name] = wanted
+    return (dataclasses.replace(plan, **changes), True) if changes else (plan, False)
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--mode", choices=sorted(PLANS), default="default")
@@ -421,6 +450,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--time-budget", type=float, help="seconds; extra rounds are skipped when behind it"
     )
     ap.add_argument("--no-write", action="store_true", help="print only; no JSON, no RESULTS.md")
+    ap.add_argument("--sizes", help="comma-separated value sizes in bytes (a subset of the mode's)")
+    ap.add_argument("--workloads", help="comma-separated workloads: mixed, get, set")
+    ap.add_argument("--processes", help="comma-separated process counts (a subset of the mode's)")
     ap.add_argument("--results-dir", type=Path, default=BENCH / "results")
     ap.add_argument("--results-md", type=Path, default=BENCH / "RESULTS.md")
     return ap.parse_args(argv)
@@ -433,6 +465,9 @@ def main(argv: list[str]) -> int:
     plan = PLANS[args.mode]
     if args.time_budget is not None:
         plan = dataclasses.replace(plan, time_budget_s=args.time_budget)
+    plan, narrowed = narrow_plan(plan, args)
+    if narrowed:
+        args.no_write = True  # a partial run must not replace a whole run's section
     pids = {k: int(v) for k, v in (p.split("=", 1) for p in args.pid)}
     ep = Endpoints(
         args.workdir.resolve(), args.gateway_socket, args.redis_socket, args.memcached_socket, pids

@@ -21,7 +21,7 @@ import pytest
 from django.core.cache.backends.base import BaseCache, CacheKeyWarning
 from django.core.exceptions import ImproperlyConfigured
 from gateway_client.django import GatewayCache
-from gateway_client.django.cache import DEFAULT_READ
+from gateway_client.django.cache import DEFAULT_READ, DEFAULT_SPIN_US
 from gateway_harness import GatewayProcess
 
 LOGGER = "gateway_client.django.cache"
@@ -338,6 +338,9 @@ def test_ignore_exceptions_still_raises_for_bad_requests(make_cache: Callable[..
         ("", {}, "LOCATION"),
         (["/a.sock", "/b.sock"], {}, "LOCATION"),
         ("/x.sock", {"OPTIONS": {"MAX_ENTRIES": -1}}, "MAX_ENTRIES"),
+        ("/x.sock", {"OPTIONS": {"SPIN_US": -1}}, "SPIN_US"),
+        ("/x.sock", {"OPTIONS": {"SPIN_US": 1.5}}, "SPIN_US"),
+        ("/x.sock", {"OPTIONS": {"SPIN_US": True}}, "SPIN_US"),
     ],
 )
 def test_bad_settings_are_improperly_configured(
@@ -363,6 +366,15 @@ def test_client_options_are_passed_on(tmp_path: Path) -> None:
     for client in (cache.transport.client, cache.transport.async_client):
         assert (client.timeout, client.connect_timeout, client.connect_attempts) == (2.5, 0.5, 3)
         assert (client.backoff, client.max_backoff) == (0.01, 0.2)
+
+
+def test_spin_option_reaches_the_synchronous_client_only(tmp_path: Path) -> None:
+    default = GatewayCache(str(tmp_path / "x.sock"), {})
+    assert default.transport.client.spin_us == DEFAULT_SPIN_US > 0
+    off = GatewayCache(str(tmp_path / "x.sock"), {"OPTIONS": {"SPIN_US": 0}})
+    assert off.transport.client.spin_us == 0
+    assert off.transport is not default.transport
+    assert not hasattr(off.transport.async_client, "spin_us")
 
 
 def test_backend_objects_with_the_same_settings_share_connections(socket_path: str) -> None:

@@ -59,6 +59,7 @@ class CacheTransport:
     :param cache_path: the cache file; ``None`` asks the server's ``stats`` for it.
     :param ignore_exceptions: make :meth:`call` return a fallback instead of raising when the
         gateway is unavailable.
+    :param spin_us: the synchronous client's ``spin_us`` (the async client never spins).
     """
 
     def __init__(
@@ -69,10 +70,11 @@ class CacheTransport:
         read_direct: bool,
         cache_path: str | None,
         ignore_exceptions: bool = False,
+        spin_us: int = 0,
     ) -> None:
         self.location = location
         self.ignore_exceptions = ignore_exceptions
-        self.client = Client(location, **client_options)
+        self.client = Client(location, spin_us=spin_us, **client_options)
         self.async_client = AsyncClient(location, **client_options)
         self.read_direct = read_direct
         self.cache_path = cache_path
@@ -239,10 +241,11 @@ def shared_transport(
     read_direct: bool,
     cache_path: str | None,
     ignore_exceptions: bool,
+    spin_us: int = 0,
 ) -> CacheTransport:
     """Return the process-wide :class:`CacheTransport` for these settings, creating it once."""
     options = tuple(sorted(client_options.items()))
-    key = (location, options, read_direct, cache_path, ignore_exceptions)
+    key = (location, options, read_direct, cache_path, ignore_exceptions, spin_us)
     with _SHARED_LOCK:
         transport = _SHARED.get(key)
         if transport is None:
@@ -252,6 +255,7 @@ def shared_transport(
                 read_direct=read_direct,
                 cache_path=cache_path,
                 ignore_exceptions=ignore_exceptions,
+                spin_us=spin_us,
             )
             _SHARED[key] = transport
         return transport
