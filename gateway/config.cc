@@ -210,6 +210,7 @@ Status ReadServer(TableReader& r, const std::string& dir, ServerConfig* s) {
   GW_RETURN_IF_ERROR(r.Size("max_frame_size", &s->max_frame_size));
   GW_RETURN_IF_ERROR(r.Size("max_pending_reply_size", &s->max_pending_reply_size));
   GW_RETURN_IF_ERROR(r.Duration("shutdown_timeout", &s->shutdown_timeout_ms));
+  GW_RETURN_IF_ERROR(r.Int("spin_us", &s->spin_us, 0, 10'000));
   GW_RETURN_IF_ERROR(r.OneOf("log_level", &s->log_level, {"debug", "info", "warn", "error"}));
   GW_RETURN_IF_ERROR(r.OneOf("log_format", &s->log_format, {"logfmt", "json"}));
   GW_RETURN_IF_ERROR(r.Str("metrics_addr", &s->metrics_addr));
@@ -513,6 +514,7 @@ std::string FormatConfig(const Config& c) {
     << "max_frame_size = " << Quote(FormatSize(c.server.max_frame_size)) << "\n"
     << "max_pending_reply_size = " << Quote(FormatSize(c.server.max_pending_reply_size)) << "\n"
     << "shutdown_timeout = " << Quote(FormatDurationMs(c.server.shutdown_timeout_ms)) << "\n"
+    << "spin_us = " << c.server.spin_us << "\n"
     << "log_level = " << Quote(c.server.log_level) << "\n"
     << "log_format = " << Quote(c.server.log_format) << "\n"
     << "metrics_addr = " << Quote(c.server.metrics_addr) << "\n"

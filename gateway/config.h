@@ -23,6 +23,7 @@ struct ServerConfig {
   int64_t max_frame_size = 32ll << 20;
   int64_t max_pending_reply_size = 8ll << 20;  // per connection; reading pauses above it
   int64_t shutdown_timeout_ms = 10'000;        // how long in-flight requests may take on stop
+  int64_t spin_us = 100;  // the loop polls without sleeping this long after a read (SpinGate)
   std::string log_level = "info";              // debug | info | warn | error
   std::string log_format = "logfmt";           // logfmt | json
   std::string metrics_addr;                    // "127.0.0.1:9464": Prometheus /metrics; "" = off

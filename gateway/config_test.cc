@@ -37,6 +37,7 @@ TEST(ConfigTest, EmptyFileGivesDefaultsRelativeToTheFile) {
   EXPECT_EQ(c->file, "/srv/site/app.toml");
   EXPECT_EQ(c->server.socket, "/srv/site/run/gateway.sock");
   EXPECT_EQ(c->server.socket_mode, 0660u);
+  EXPECT_EQ(c->server.spin_us, 100);
   EXPECT_EQ(c->main.path, "/srv/site/db/app.sqlite3");
   EXPECT_EQ(c->cache.path, "/srv/site/db/cache.sqlite3");
   EXPECT_EQ(c->queue.path, "/srv/site/db/queue.sqlite3");
@@ -53,6 +54,7 @@ max_connections = 64
 max_frame_size = "1MiB"
 max_pending_reply_size = "256KiB"
 shutdown_timeout = "3s"
+spin_us = 0
 log_level = "debug"
 log_format = "json"
 [sqlite]
@@ -95,6 +97,7 @@ command = ["gunicorn", "${APP}.wsgi"]
   EXPECT_EQ(c->server.max_frame_size, 1 << 20);
   EXPECT_EQ(c->server.max_pending_reply_size, 256 << 10);
   EXPECT_EQ(c->server.shutdown_timeout_ms, 3000);
+  EXPECT_EQ(c->server.spin_us, 0);
   EXPECT_EQ(c->server.log_format, "json");
   EXPECT_EQ(c->sqlite.busy_timeout_ms, 1234);
   EXPECT_EQ(c->sqlite.synchronous, services::Synchronous::kFull);
@@ -130,6 +133,7 @@ command = ["gunicorn", "${APP}.wsgi"]
   EXPECT_EQ(again->cache.max_value_size, c->cache.max_value_size);
   EXPECT_EQ(again->server.socket_mode, c->server.socket_mode);
   EXPECT_EQ(again->server.shutdown_timeout_ms, c->server.shutdown_timeout_ms);
+  EXPECT_EQ(again->server.spin_us, c->server.spin_us);
   EXPECT_EQ(again->replica.force_path_style, c->replica.force_path_style);
   EXPECT_EQ(again->replica.max_attempts, c->replica.max_attempts);
 }
@@ -158,6 +162,7 @@ TEST(ConfigTest, RejectsBadFilesWithKeyAndLine) {
   ExpectError("[server]\nsocket_mode = 660\n", {":2:", "server.socket_mode", "octal"});
   ExpectError("[server]\nmax_connections = \"many\"\n", {"server.max_connections", "integer"});
   ExpectError("[server]\nmax_connections = 0\n", {"outside 1.."});
+  ExpectError("[server]\nspin_us = 20000\n", {"server.spin_us", "outside 0.."});
   ExpectError("[sqlite]\nsynchronous = \"SOMETIMES\"\n", {"sqlite.synchronous", "NORMAL"});
   ExpectError("[sqlite]\nmmap_size = \"lots\"\n", {":2:", "sqlite.mmap_size", "128MiB"});
   ExpectError("[replica]\nsync_interval = \"soon\"\n", {"replica.sync_interval", "1s"});

@@ -76,6 +76,7 @@ void Connection::OnRead(uv_stream_t* stream, ssize_t nread, const uv_buf_t*) {
   auto* self = static_cast<Connection*>(stream->data);
   if (nread > 0) {
     self->in_end_ += static_cast<size_t>(nread);
+    self->owner_->BytesArrived();
     self->ProcessInput();
     return;
   }

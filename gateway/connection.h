@@ -38,6 +38,8 @@ class ConnectionOwner {
   virtual bool TokenMatches(std::string_view token) const = 0;
   // The connection's handle is closed; the owner releases it now.
   virtual void ConnectionClosed(Connection* connection) = 0;
+  // Bytes arrived on a connection (the loop may spin for the next ones; see SpinGate).
+  virtual void BytesArrived() {}
 };
 
 struct ConnectionLimits {

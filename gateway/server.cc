@@ -106,6 +106,13 @@ Status Server::Run() {
   uv_timer_init(&loop_, &shutdown_timer_);
   uv_timer_init(&loop_, &checkpoint_timer_);
   shutdown_timer_.data = checkpoint_timer_.data = this;
+  uv_idle_init(&loop_, &spin_idle_);
+  spin_idle_.data = this;
+  if (config_.server.spin_us > 0) {
+    spin_gate_ = std::make_unique<SpinGate>(static_cast<uint64_t>(config_.server.spin_us) * 1000,
+                                            static_cast<int>(uv_available_parallelism()),
+                                            SpinGate::LoadavgReader());
+  }
   checkpoint_req_.data = this;
 
   Status st;
@@ -189,6 +196,19 @@ bool Server::TokenMatches(std::string_view token) const {
     diff |= static_cast<unsigned char>(want[i] ^ (i < token.size() ? token[i] : 0));
   }
   return diff == 0;
+}
+
+void Server::BytesArrived() {
+  if (spin_gate_ == nullptr || !spin_gate_->OnActivity(uv_hrtime()) || spinning_) return;
+  spinning_ = true;
+  uv_idle_start(&spin_idle_, OnSpin);
+}
+
+void Server::OnSpin(uv_idle_t* idle) {
+  auto* self = static_cast<Server*>(idle->data);
+  if (self->spin_gate_->KeepSpinning(uv_hrtime()) && !self->shutting_down_) return;
+  uv_idle_stop(idle);
+  self->spinning_ = false;
 }
 
 void Server::ConnectionClosed(Connection* connection) {
@@ -286,7 +306,8 @@ void Server::CloseHandles() {
   for (uv_handle_t* h :
        {reinterpret_cast<uv_handle_t*>(&sigint_), reinterpret_cast<uv_handle_t*>(&sigterm_),
         reinterpret_cast<uv_handle_t*>(&sighup_), reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
-        reinterpret_cast<uv_handle_t*>(&checkpoint_timer_)}) {
+        reinterpret_cast<uv_handle_t*>(&checkpoint_timer_),
+        reinterpret_cast<uv_handle_t*>(&spin_idle_)}) {
     if (!uv_is_closing(h)) uv_close(h, nullptr);
   }
 }

@@ -26,6 +26,7 @@
 #include "gateway/ops_cache.h"
 #include "gateway/ops_core.h"
 #include "gateway/ops_queue.h"
+#include "gateway/spin_gate.h"
 #include "replica/replicator.h"
 #include "services/clock.h"
 #include "services/databases.h"
@@ -65,6 +66,7 @@ class Server final : public ConnectionOwner {
   bool token_required() const override { return !config_.server.token.empty(); }
   bool TokenMatches(std::string_view token) const override;
   void ConnectionClosed(Connection* connection) override;
+  void BytesArrived() override;
 
  private:
   static void OnConnection(uv_stream_t* listener, int status);
@@ -73,6 +75,7 @@ class Server final : public ConnectionOwner {
   static void OnCheckpointTimer(uv_timer_t* timer);
   static void CheckpointWork(uv_work_t* req);
   static void CheckpointDone(uv_work_t* req, int status);
+  static void OnSpin(uv_idle_t* idle);
 
   services::Status Listen();
   void BeginShutdown(int signum);
@@ -105,6 +108,10 @@ class Server final : public ConnectionOwner {
   uv_timer_t shutdown_timer_;
   uv_timer_t checkpoint_timer_;
   uv_work_t checkpoint_req_;
+  // While active, the loop polls without sleeping ([server] spin_us after the last bytes read).
+  uv_idle_t spin_idle_;
+  std::unique_ptr<SpinGate> spin_gate_;  // null when spin_us = 0
+  bool spinning_ = false;
   bool checkpoint_running_ = false;
   bool listening_ = false;
   bool shutting_down_ = false;
