@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from gateway_client import ProtocolError
@@ -225,17 +226,17 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.parametrize("tz", ["tz", "notz"])
-def test_job_to_task_result_mapping(tz: str) -> None:
+def run_django_script(script: str, *args: str, stdin: str = "") -> Any:
+    """Run ``script`` in the project's venv (Django 6), without a settings module; return the
+    JSON it prints."""
     python = REPO / ".venv" / "bin" / "python"
     if not python.exists():
         pytest.skip(".venv does not exist")
-    job = {**JOB_MAP, "task": "queue_tasks.add"}
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent), "TZ": "UTC"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run(
-        [str(python), "-c", MAPPING_SCRIPT, tz],
-        input=json.dumps(job),
+        [str(python), "-c", script, *args],
+        input=stdin,
         capture_output=True,
         text=True,
         env=env,
@@ -243,7 +244,13 @@ def test_job_to_task_result_mapping(tz: str) -> None:
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("tz", ["tz", "notz"])
+def test_job_to_task_result_mapping(tz: str) -> None:
+    job = {**JOB_MAP, "task": "queue_tasks.add"}
+    out = run_django_script(MAPPING_SCRIPT, tz, stdin=json.dumps(job))
     assert {k: out[k] for k in ("SCHEDULED", "READY", "RUNNING")} == {
         "SCHEDULED": "READY",
         "READY": "READY",
@@ -278,3 +285,34 @@ def test_job_lines_written_directly_format_their_time_under_the_handler_lock(
     monkeypatch.setattr(handler.line_formatter, "timestamp", checked)
     assert handler.write_line(logging.INFO, "job=x")
     assert owned == [True]
+
+
+SPIN_OPTION_SCRIPT = r"""
+import json
+import django
+from django.conf import settings
+settings.configure(INSTALLED_APPS=["gateway_client.django"])
+django.setup()
+from django.core.exceptions import ImproperlyConfigured
+from gateway_client.django.tasks import GatewayTaskBackend
+out = {}
+for name, options in {
+    "default": {},
+    "off": {"spin_us": 0},
+    "negative": {"spin_us": -5},
+    "float": {"spin_us": 1.5},
+}.items():
+    try:
+        backend = GatewayTaskBackend("default", {"OPTIONS": {"socket": "/x.sock", **options}})
+        out[name] = backend.queue.client.spin_us
+    except ImproperlyConfigured as e:
+        out[name] = "error: " + str(e)
+print(json.dumps(out))
+"""
+
+
+def test_tasks_backend_spin_option() -> None:
+    out = run_django_script(SPIN_OPTION_SCRIPT)
+    assert out["default"] == 150 and out["off"] == 0
+    for bad in ("negative", "float"):
+        assert out[bad].startswith("error: ") and "spin_us" in out[bad], out[bad]

@@ -316,17 +316,8 @@ class Connection:
         clock = time.perf_counter
         give_up_at = clock() + spin_s
         while missing:
-            try:
-                data = sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
-                if clock() > give_up_at:
-                    return False
-                continue
-            except OSError as e:
-                raise ConnectionError(
-                    e.errno, f"lost the connection to the gateway at {self.path}: {e}"
-                ) from e
-            self._accept_data(data, missing)
+            if not self._receive_some(sock, missing) and clock() > give_up_at:
+                return False
         return True
 
     def _send_some(self, sock: socket.socket, chunk: memoryview, sent_before: int) -> int:
@@ -368,18 +359,16 @@ class Connection:
             pass
         return None
 
-    def _receive_some(self, sock: socket.socket, missing: set[int]) -> None:
+    def _receive_some(self, sock: socket.socket, missing: set[int]) -> bool:
+        """Read what the socket has and take the responses in it; False if it had nothing."""
         try:
             data = sock.recv(_RECV_SIZE)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError as e:
             raise ConnectionError(
                 e.errno, f"lost the connection to the gateway at {self.path}: {e}"
             ) from e
-        self._accept_data(data, missing)
-
-    def _accept_data(self, data: bytes, missing: set[int]) -> None:
         if not data:
             raise ConnectionError(
                 errno.ECONNRESET,
@@ -388,6 +377,7 @@ class Connection:
             )
         for payload in self._decoder.feed(data):
             self._accept_response(_unpack(payload), missing)
+        return True
 
     def _accept_response(self, response: Any, missing: set[int]) -> None:
         if not (isinstance(response, list) and len(response) == 3):

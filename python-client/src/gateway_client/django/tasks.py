@@ -12,6 +12,7 @@ on Django 4.2 to 5.2. In ``settings.py``::
                 "max_attempts": 1,                   # optional: attempts per job (default 1)
                 "backoff": 1.0,                      # optional: first retry delay in seconds
                 "timeout": 5.0,                      # optional: seconds to wait for the gateway
+                "spin_us": 150,                      # optional: see Client's spin_us (0: off)
             },
         }
     }
@@ -64,7 +65,10 @@ from gateway_client.django.tasks_framework import (
 from gateway_client.errors import JobNotFound
 from gateway_client.queue import AsyncQueueClient, Job, QueueClient
 
-__all__ = ["GatewayTaskBackend"]
+__all__ = ["DEFAULT_SPIN_US", "GatewayTaskBackend"]
+
+#: ``OPTIONS["spin_us"]`` when not given (see :class:`~gateway_client.Client`).
+DEFAULT_SPIN_US = 150
 
 
 class GatewayTaskBackend(BaseTaskBackend):
@@ -96,12 +100,17 @@ class GatewayTaskBackend(BaseTaskBackend):
             self.backoff = None if backoff is None else float(backoff)
             timeout = self.options.get("timeout", 5.0)
             timeout = None if timeout is None else float(timeout)
+            spin_us = self.options.get("spin_us", DEFAULT_SPIN_US)
+            if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
+                raise ValueError(
+                    f"spin_us must be a whole number of microseconds >= 0 (0: off), got {spin_us!r}"
+                )
         except (TypeError, ValueError) as e:
             raise ImproperlyConfigured(f'TASKS["{alias}"]["OPTIONS"]: {e}') from e
         if self.max_attempts < 1:
             raise ImproperlyConfigured(f'TASKS["{alias}"]["OPTIONS"]["max_attempts"] must be >= 1')
         self.socket_path = str(socket)
-        self.queue = QueueClient(Client(self.socket_path, timeout=timeout))
+        self.queue = QueueClient(Client(self.socket_path, timeout=timeout, spin_us=spin_us))
         self.aqueue = AsyncQueueClient(AsyncClient(self.socket_path, timeout=timeout))
 
     # --- Django's backend API --------------------------------------------------------------------
