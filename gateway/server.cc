@@ -199,7 +199,11 @@ bool Server::TokenMatches(std::string_view token) const {
 }
 
 void Server::BytesArrived() {
-  if (spin_gate_ == nullptr || !spin_gate_->OnActivity(uv_hrtime()) || spinning_) return;
+  // Not once shutting down: CloseHandles() may have closed the idle handle already.
+  if (spin_gate_ == nullptr || shutting_down_ || !spin_gate_->OnActivity(uv_hrtime()) ||
+      spinning_) {
+    return;
+  }
   spinning_ = true;
   uv_idle_start(&spin_idle_, OnSpin);
 }
