@@ -88,7 +88,9 @@ on_boot = "never"
 [exec]
 command = ["gunicorn", "${APP}.wsgi"]
 )",
-                 {{"KEY_ID", "AKIDEXAMPLE"}, {"SECRET", "wJalrXUtnFEMI"}, {"APP", "mysite"},
+                 {{"KEY_ID", "AKIDEXAMPLE"},
+                  {"SECRET", "wJalrXUtnFEMI"},
+                  {"APP", "mysite"},
                   {"TOKEN", "FwoGZXIvYXdzEXAMPLETOKEN"}});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->server.socket, "/run/gw.sock");

@@ -25,8 +25,8 @@ class SpinGate {
 
   SpinGate(uint64_t spin_ns, int cpus, RunnableReader runnable);
 
-  // A request arrived at now_ns. Returns true when the loop should (go on) spin(ning) until
-  // SpinUntil().
+  // Bytes arrived at now_ns: a new spin window starts. Returns whether the loop may spin (then
+  // it asks KeepSpinning() on each turn).
   bool OnActivity(uint64_t now_ns);
   // Whether a loop that is spinning should go on at now_ns.
   bool KeepSpinning(uint64_t now_ns) const { return now_ns - last_activity_ns_ <= spin_ns_; }

@@ -79,8 +79,12 @@ class _SpinGate:
         except OSError:
             self._schedstat = -1
             self.cpu_free = False
-        else:
+            return
+        try:
             self._window_delay = self._run_delay()
+        except (OSError, IndexError, ValueError):  # not the format this reads: never spin
+            self.close()
+            self.cpu_free = False
 
     def close(self) -> None:
         fd, self._schedstat = self._schedstat, -1
