@@ -109,9 +109,10 @@ Status Server::Run() {
   uv_idle_init(&loop_, &spin_idle_);
   spin_idle_.data = this;
   if (config_.server.spin_us > 0) {
-    spin_gate_ = std::make_unique<SpinGate>(static_cast<uint64_t>(config_.server.spin_us) * 1000,
-                                            static_cast<int>(uv_available_parallelism()),
-                                            SpinGate::LoadavgReader());
+    spin_gate_ = std::make_unique<SpinGate>(
+        static_cast<uint64_t>(config_.server.spin_us) * 1000,
+        SpinGate::ReadCpuBudget(static_cast<int>(uv_available_parallelism())),
+        SpinGate::LoadavgReader());
   }
   checkpoint_req_.data = this;
 

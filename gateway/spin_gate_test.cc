@@ -69,5 +69,19 @@ TEST(SpinGate, ReadsTheRunnableCountOfThisMachine) {
   EXPECT_TRUE(copy().has_value());
 }
 
+TEST(SpinGate, CpuBudgetCountsTheCgroupQuota) {
+  EXPECT_EQ(SpinGate::CpuBudget(4, "", "", ""), 4);
+  EXPECT_EQ(SpinGate::CpuBudget(4, "max 100000\n", "", ""), 4);
+  EXPECT_EQ(SpinGate::CpuBudget(4, "150000 100000\n", "", ""), 2);  // 1.5 CPUs: rounded up
+  EXPECT_EQ(SpinGate::CpuBudget(4, "100000 100000\n", "", ""), 1);
+  EXPECT_EQ(SpinGate::CpuBudget(2, "800000 100000\n", "", ""), 2);  // never above the affinity
+  EXPECT_EQ(SpinGate::CpuBudget(8, "", "-1\n", "100000\n"), 8);     // cgroup v1, no quota
+  EXPECT_EQ(SpinGate::CpuBudget(8, "", "200000\n", "100000\n"), 2);
+  EXPECT_EQ(SpinGate::CpuBudget(8, "garbage", "", ""), 8);
+  EXPECT_EQ(SpinGate::CpuBudget(0, "", "", ""), 1);
+  EXPECT_GE(SpinGate::ReadCpuBudget(2), 1);
+  EXPECT_LE(SpinGate::ReadCpuBudget(2), 2);
+}
+
 }  // namespace
 }  // namespace gateway
