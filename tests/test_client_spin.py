@@ -87,6 +87,9 @@ def test_spinning_stops_while_replies_are_slow_and_resumes_when_they_are_quick(
     # after that only one call in 16 tries, so about 3 more.
     assert 6 <= failed <= 6 + 48 // 16 + 1, failed
 
+    # Quick replies from here on. A long spin window keeps a loaded machine (a sanitizer run)
+    # from making them late: what is tested is that the gate opens again.
+    gate.spin_s = 0.05
     for _ in range(400):
         assert client.ping() == "pong"
     assert gate.score >= 0.5, gate.score
