@@ -201,19 +201,14 @@ bool Server::TokenMatches(std::string_view token) const {
 
 void Server::BytesArrived() {
   // Not once shutting down: CloseHandles() may have closed the idle handle already.
-  if (spin_gate_ == nullptr || shutting_down_ || !spin_gate_->OnActivity(uv_hrtime()) ||
-      spinning_) {
-    return;
-  }
-  spinning_ = true;
-  uv_idle_start(&spin_idle_, OnSpin);
+  if (spin_gate_ == nullptr || shutting_down_ || !spin_gate_->OnActivity(uv_hrtime())) return;
+  uv_idle_start(&spin_idle_, OnSpin);  // no-op while it is active
 }
 
 void Server::OnSpin(uv_idle_t* idle) {
   auto* self = static_cast<Server*>(idle->data);
   if (self->spin_gate_->KeepSpinning(uv_hrtime()) && !self->shutting_down_) return;
   uv_idle_stop(idle);
-  self->spinning_ = false;
 }
 
 void Server::ConnectionClosed(Connection* connection) {

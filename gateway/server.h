@@ -111,7 +111,6 @@ class Server final : public ConnectionOwner {
   // While active, the loop polls without sleeping ([server] spin_us after the last bytes read).
   uv_idle_t spin_idle_;
   std::unique_ptr<SpinGate> spin_gate_;  // null when spin_us = 0
-  bool spinning_ = false;
   bool checkpoint_running_ = false;
   bool listening_ = false;
   bool shutting_down_ = false;
