@@ -20,8 +20,9 @@ import gateway_client
 import pytest
 from django.core.cache.backends.base import BaseCache, CacheKeyWarning
 from django.core.exceptions import ImproperlyConfigured
+from gateway_client.client import DEFAULT_SPIN_US
 from gateway_client.django import GatewayCache
-from gateway_client.django.cache import DEFAULT_READ, DEFAULT_SPIN_US
+from gateway_client.django.cache import DEFAULT_READ
 from gateway_harness import GatewayProcess
 
 LOGGER = "gateway_client.django.cache"

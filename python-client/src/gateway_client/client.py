@@ -34,10 +34,27 @@ from gateway_client.errors import (
     TooManyConnections,
 )
 
-__all__ = ["PROTOCOL_VERSION", "Client"]
+__all__ = ["DEFAULT_SPIN_US", "PROTOCOL_VERSION", "Client", "check_spin_us"]
 
 #: The protocol version this client speaks (``gateway/PROTOCOL.md``).
 PROTOCOL_VERSION = 1
+
+#: The ``spin_us`` the Django cache and tasks backends use when their settings give none: long
+#: enough for a reply the gateway sends at once, short enough to cost little when it does not.
+DEFAULT_SPIN_US = 150
+
+
+def check_spin_us(value: Any) -> int:
+    """Return ``value`` if it is a valid ``spin_us``.
+
+    :raises ValueError: if it is not a whole number of microseconds >= 0 (0 turns spinning off).
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(
+            f"spin_us must be a whole number of microseconds >= 0 (0: off), got {value!r}"
+        )
+    return value
+
 
 _CLIENT_NAME = "gateway_client/{version} python/{major}.{minor}"
 # Server errors during the handshake that mean "try again shortly", not "give up".
@@ -72,10 +89,6 @@ class Client:
     ) -> None:
         if connect_attempts < 1:
             raise ValueError("connect_attempts must be at least 1")
-        if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
-            raise ValueError(
-                f"spin_us must be a whole number of microseconds >= 0, got {spin_us!r}"
-            )
         self.socket_path = os.fspath(socket_path)
         #: The gateway's ``[server] token``, sent in ``hello``; by default ``$GATEWAY_TOKEN``.
         self.token = token if token is not None else os.environ.get("GATEWAY_TOKEN") or None
@@ -84,7 +97,7 @@ class Client:
         self.connect_attempts = connect_attempts
         self.backoff = backoff
         self.max_backoff = max_backoff
-        self.spin_us = spin_us
+        self.spin_us = check_spin_us(spin_us)
         self._local = threading.local()
         # Every connection this process opened, so close() can reach other threads' ones.
         self._lock = threading.Lock()

@@ -75,6 +75,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from gateway_client.cache_file import MISSING, CacheFileReader, CacheFileUnavailable
 from gateway_client.cache_values import decode_value, encode_value, is_native_int
+from gateway_client.client import DEFAULT_SPIN_US, check_spin_us
 from gateway_client.django.cache_extras import RedisExtrasMixin
 from gateway_client.django.cache_keys import KeyLayout, key_layout
 from gateway_client.django.cache_transport import DOWN, CacheTransport, shared_transport
@@ -101,8 +102,6 @@ _OWN_OPTIONS = {
     "CULL_FREQUENCY",
     "SPIN_US",
 }
-#: ``OPTIONS["SPIN_US"]`` when not given: the longest wait for a reply without sleeping.
-DEFAULT_SPIN_US = 150
 # The characters Django's validate_key warns about (memcached's control characters and space).
 _MEMCACHE_UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 # Returned by the direct-read helpers when the socket must be asked instead.
@@ -138,12 +137,10 @@ class GatewayCache(RedisExtrasMixin, BaseCache):
                 f"GatewayCache: OPTIONS['READ'] must be one of {_READ_MODES}, got {read!r}"
             )
         ignore_exceptions = bool(options.get("IGNORE_EXCEPTIONS", False))
-        spin_us = options.get("SPIN_US", DEFAULT_SPIN_US)
-        if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
-            raise ImproperlyConfigured(
-                "GatewayCache: OPTIONS['SPIN_US'] must be a whole number of microseconds >= 0 "
-                f"(0 turns spinning off), got {spin_us!r}"
-            )
+        try:
+            spin_us = check_spin_us(options.get("SPIN_US", DEFAULT_SPIN_US))
+        except ValueError as e:
+            raise ImproperlyConfigured(f"GatewayCache: OPTIONS['SPIN_US']: {e}") from e
         self._cull = self._cull_setting(params, options)
         client_options = {
             name: options[option] for option, name in _CLIENT_OPTIONS.items() if option in options

@@ -53,7 +53,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 
 from gateway_client.aio import AsyncClient
-from gateway_client.client import Client
+from gateway_client.client import DEFAULT_SPIN_US, Client, check_spin_us
 from gateway_client.django.task_results import result_for_job, task_for_job
 from gateway_client.django.tasks_framework import (
     BaseTaskBackend,
@@ -65,10 +65,7 @@ from gateway_client.django.tasks_framework import (
 from gateway_client.errors import JobNotFound
 from gateway_client.queue import AsyncQueueClient, Job, QueueClient
 
-__all__ = ["DEFAULT_SPIN_US", "GatewayTaskBackend"]
-
-#: ``OPTIONS["spin_us"]`` when not given (see :class:`~gateway_client.Client`).
-DEFAULT_SPIN_US = 150
+__all__ = ["GatewayTaskBackend"]
 
 
 class GatewayTaskBackend(BaseTaskBackend):
@@ -100,11 +97,7 @@ class GatewayTaskBackend(BaseTaskBackend):
             self.backoff = None if backoff is None else float(backoff)
             timeout = self.options.get("timeout", 5.0)
             timeout = None if timeout is None else float(timeout)
-            spin_us = self.options.get("spin_us", DEFAULT_SPIN_US)
-            if isinstance(spin_us, bool) or not isinstance(spin_us, int) or spin_us < 0:
-                raise ValueError(
-                    f"spin_us must be a whole number of microseconds >= 0 (0: off), got {spin_us!r}"
-                )
+            spin_us = check_spin_us(self.options.get("spin_us", DEFAULT_SPIN_US))
         except (TypeError, ValueError) as e:
             raise ImproperlyConfigured(f'TASKS["{alias}"]["OPTIONS"]: {e}') from e
         if self.max_attempts < 1:
